@@ -1,0 +1,172 @@
+"""The record contract between the stages: keys, encodings, metadata; the one writer and the readers.
+
+One tf.train.Example per image:
+  key        bytes     the source key (path, or TFDS id)
+  label      int64     ImageNet class index (Keras / TFDS order), -1 when unknown
+  synset     bytes     WordNet id such as n01440764, empty when unknown
+  lab        bytes     PNG (lossless) of the S x S Lab canvas quantised to 8 bits: L * 255/100, a + 128, b + 128
+  box        int64[4]  content box on the canvas: top, left, height, width
+  size       int64[2]  the source image's height and width (after EXIF orientation)
+  embedding  bytes     the frozen classifier's output, little-endian float16
+
+Stored Lab error is at most 100/255/2 = 0.196 (L) and 0.5 (a, b). The module imports TensorFlow only
+inside the functions that need it, so that TF-free consumers (pipeline.npreader, pipeline.inspect) can
+use its constants and metadata helpers: the `tfrecord` package cannot share a process with TensorFlow.
+"""
+import json
+import posixpath
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+METADATA_FILE = 'metadata.json'
+FAILURES_FILE = 'failures.jsonl'
+SPLITS = ('train', 'val')
+
+L_SCALE = 255.0 / 100.0
+AB_OFFSET = 128.0
+EMBEDDING_DTYPE = 'float16'
+
+# ab histogram of the training split (for class rebalancing): 10-unit cells over [-110, 110) on both axes.
+AB_HIST_BIN = 10
+AB_HIST_MIN = -110
+AB_HIST_BINS = 22
+
+FEATURES = ('key', 'label', 'synset', 'lab', 'box', 'size', 'embedding')
+
+
+class SchemaError(ValueError):
+  """Data that does not follow this contract (wrong version, missing files, mixed embedders)."""
+
+
+def shard_prefix(data_dir, split):
+  return posixpath.join(data_dir, split)
+
+
+def shard_glob(data_dir, split):
+  return shard_prefix(data_dir, split) + '-*-of-*.tfrecord'
+
+
+# ---------------------------------------------------------------- TensorFlow: writer side
+
+def quantize_lab(lab):
+  """Lab float [..., 3] -> uint8 [..., 3] as stored."""
+  import tensorflow as tf
+  l, ab = lab[..., :1], lab[..., 1:]
+  q = tf.concat([l * L_SCALE, ab + AB_OFFSET], axis=-1)
+  return tf.cast(tf.clip_by_value(tf.round(q), 0.0, 255.0), tf.uint8)
+
+
+def dequantize_lab(q):
+  """uint8 [..., 3] as stored -> Lab float32."""
+  import tensorflow as tf
+  q = tf.cast(q, tf.float32)
+  return tf.concat([q[..., :1] / L_SCALE, q[..., 1:] - AB_OFFSET], axis=-1)
+
+
+def ab_histogram(lab, box):
+  """Counts of the content box's ab values in the metadata's grid: int64 [AB_HIST_BINS, AB_HIST_BINS]."""
+  import tensorflow as tf
+  ab = lab[box[0]:box[0] + box[2], box[1]:box[1] + box[3], 1:]
+  cell = tf.clip_by_value(tf.cast(tf.floor((tf.reshape(ab, [-1, 2]) - AB_HIST_MIN) / AB_HIST_BIN), tf.int32),
+                          0, AB_HIST_BINS - 1)
+  counts = tf.math.bincount(cell[:, 0] * AB_HIST_BINS + cell[:, 1], minlength=AB_HIST_BINS ** 2,
+                            maxlength=AB_HIST_BINS ** 2, dtype=tf.int64)
+  return tf.reshape(counts, [AB_HIST_BINS, AB_HIST_BINS])
+
+
+def serialize(key, label, synset, lab_png, box, size, embedding):
+  """One record's bytes. Every field is a bytes or int64 list: float lists are slow to build and big."""
+  from tensorflow.core.example import example_pb2, feature_pb2
+  f = feature_pb2.Feature
+  feats = {
+      'key': f(bytes_list=feature_pb2.BytesList(value=[key.encode()])),
+      'label': f(int64_list=feature_pb2.Int64List(value=[int(label)])),
+      'synset': f(bytes_list=feature_pb2.BytesList(value=[synset.encode()])),
+      'lab': f(bytes_list=feature_pb2.BytesList(value=[lab_png])),
+      'box': f(int64_list=feature_pb2.Int64List(value=[int(v) for v in box])),
+      'size': f(int64_list=feature_pb2.Int64List(value=[int(v) for v in size])),
+      'embedding': f(bytes_list=feature_pb2.BytesList(
+          value=[np.asarray(embedding, dtype='<f2').tobytes()])),
+  }
+  return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString()
+
+
+# ---------------------------------------------------------------- TensorFlow: reader side
+
+def parse_batch(serialized, metadata):
+  """A batch of serialized records -> dict of tensors; vectorised parse (call it after .batch()).
+
+  Returns lab [B, S, S, 3] float32 Lab, box [B, 4] int32, size [B, 2] int32, embedding [B, D] float32,
+  label [B] int64, key [B] string.
+  """
+  import tensorflow as tf
+  s, dim = metadata['image_size'], metadata['embedder']['dim']
+  parsed = tf.io.parse_example(serialized, {
+      'key': tf.io.FixedLenFeature([], tf.string),
+      'label': tf.io.FixedLenFeature([], tf.int64),
+      'lab': tf.io.FixedLenFeature([], tf.string),
+      'box': tf.io.FixedLenFeature([4], tf.int64),
+      'size': tf.io.FixedLenFeature([2], tf.int64),
+      'embedding': tf.io.FixedLenFeature([], tf.string),
+  })
+  q = tf.map_fn(lambda b: tf.ensure_shape(tf.io.decode_png(b, channels=3), [s, s, 3]), parsed['lab'],
+                fn_output_signature=tf.TensorSpec([s, s, 3], tf.uint8))
+  emb = tf.io.decode_raw(parsed['embedding'], tf.float16, little_endian=True)
+  return {
+      'key': parsed['key'],
+      'label': parsed['label'],
+      'lab': dequantize_lab(q),
+      'box': tf.cast(parsed['box'], tf.int32),
+      'size': tf.cast(parsed['size'], tf.int32),
+      'embedding': tf.cast(tf.ensure_shape(emb, [None, dim]), tf.float32),
+  }
+
+
+def list_shards(data_dir, split):
+  """The shard files of a split, sorted; a SchemaError naming the directory when there are none."""
+  import tensorflow as tf
+  files = sorted(tf.io.gfile.glob(shard_glob(data_dir, split)))
+  if not files:
+    raise SchemaError(f'{data_dir}: no {split} shards ({posixpath.basename(shard_glob(data_dir, split))}); '
+                      'run python -m pipeline.preprocess --output to create them')
+  return files
+
+
+# ---------------------------------------------------------------- metadata (TF-free)
+
+def _open(path, mode):
+  import fsspec  # local paths and gs:// (gcsfs) alike, without TensorFlow
+  return fsspec.open(path, mode)
+
+
+def read_metadata(data_dir):
+  """metadata.json of a records directory, checked against this schema version."""
+  path = posixpath.join(data_dir, METADATA_FILE)
+  try:
+    with _open(path, 'r') as f:
+      meta = json.load(f)
+  except FileNotFoundError:
+    raise SchemaError(f'{path} not found: is {data_dir} the --output of python -m pipeline.preprocess?') from None
+  except json.JSONDecodeError as e:
+    raise SchemaError(f'{path} is not valid JSON ({e}); re-run the preprocessing job') from None
+  version = meta.get('schema_version')
+  if version != SCHEMA_VERSION:
+    raise SchemaError(f'{path}: schema version {version!r}, this code reads version {SCHEMA_VERSION}; '
+                      're-run the preprocessing job with this version of the code')
+  return meta
+
+
+def metadata_json(meta):
+  return json.dumps(dict(meta, schema_version=SCHEMA_VERSION), indent=2, sort_keys=True)
+
+
+# ---------------------------------------------------------------- numpy decoding (TF-free)
+
+def dequantize_lab_np(q):
+  q = np.asarray(q, np.float32)
+  return np.concatenate([q[..., :1] / L_SCALE, q[..., 1:] - AB_OFFSET], axis=-1)
+
+
+def embedding_np(raw):
+  return np.frombuffer(raw, dtype='<f2').astype(np.float32)

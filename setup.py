@@ -1,0 +1,33 @@
+"""The colorizer: a Beam preprocessing job, a tf.distribute trainer and serving front ends.
+
+This is also the file Dataflow workers install from (`--setup_file ./setup.py`), so install_requires
+holds exactly what the workers need to run the pipeline.
+"""
+import setuptools
+
+setuptools.setup(
+    name='colorizer',
+    version='0.1.0',
+    description='Greyscale photos in, believable colour out: Beam preprocessing, tf.distribute training, serving.',
+    packages=setuptools.find_packages(include=['pipeline', 'pipeline.*', 'trainer', 'trainer.*',
+                                               'serving', 'serving.*']),
+    package_data={'serving': ['static/*']},
+    python_requires='>=3.10,<3.13',
+    install_requires=[
+        'tensorflow>=2.21,<2.22',
+        'apache-beam[gcp]>=2.77,<2.78',
+        'tensorflow-datasets>=4.9.10,<4.10',
+        'numpy>=1.26,<2.5',
+        'protobuf>=6.31,<7',       # Beam needs <7, TensorFlow 2.21 >=6.31
+        'absl-py>=2.1',
+        'gcsfs>=2024.6',
+        'tfrecord>=1.14',
+        'pillow>=10',
+        'scikit-image>=0.24',      # sample photos for the default run
+        'tqdm>=4.66',
+    ],
+    extras_require={
+        'gpu': ['tensorflow[and-cuda]>=2.21,<2.22'],
+        'test': ['pytest>=8'],
+    },
+)

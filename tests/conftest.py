@@ -1,0 +1,34 @@
+"""Test-wide set-up: quiet TensorFlow, and two logical CPU devices so multi-replica code runs for real.
+
+The logical devices must be configured before TensorFlow initialises its runtime, hence here.
+"""
+import os
+import pathlib
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import pytest
+import tensorflow as tf
+
+_cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / 'shared'
+SHARED_IMAGENET = SHARED / 'data' / 'imagenet-sample'
+SHARED_WEIGHTS = SHARED / 'weights'
+MOBILENET_WEIGHTS = SHARED_WEIGHTS / 'mobilenet_v2_1.0_224_imagenet.weights.h5'
+
+
+@pytest.fixture
+def shared_imagenet():
+  if not SHARED_IMAGENET.is_dir():
+    pytest.skip(f'{SHARED_IMAGENET} is absent')
+  return SHARED_IMAGENET
+
+
+@pytest.fixture
+def mobilenet_weights():
+  if not MOBILENET_WEIGHTS.is_file():
+    pytest.skip(f'{MOBILENET_WEIGHTS} is absent')
+  return MOBILENET_WEIGHTS
