@@ -15,6 +15,7 @@ use its constants and metadata helpers: the `tfrecord` package cannot share a pr
 """
 import json
 import posixpath
+import re
 
 import numpy as np
 
@@ -27,10 +28,12 @@ L_SCALE = 255.0 / 100.0
 AB_OFFSET = 128.0
 EMBEDDING_DTYPE = 'float16'
 
-# ab histogram of the training split (for class rebalancing): 10-unit cells over [-110, 110) on both axes.
+# ab histogram of the training split (for class rebalancing): 23 x 23 cells of 10 Lab units; cell i covers
+# [-115 + 10 i, -105 + 10 i) and is centred on -110 + 10 i, as Zhang et al. (2016) centre their ab bins, so the
+# trainer's in-gamut classes are a subset of these cells. Axis 0 is a, axis 1 is b.
 AB_HIST_BIN = 10
-AB_HIST_MIN = -110
-AB_HIST_BINS = 22
+AB_HIST_MIN = -115
+AB_HIST_BINS = 23
 
 FEATURES = ('key', 'label', 'synset', 'lab', 'box', 'size', 'embedding')
 
@@ -158,7 +161,9 @@ def read_metadata(data_dir):
 
 
 def metadata_json(meta):
-  return json.dumps(dict(meta, schema_version=SCHEMA_VERSION), indent=2, sort_keys=True)
+  text = json.dumps(dict(meta, schema_version=SCHEMA_VERSION), indent=2, sort_keys=True)
+  # One line per list of numbers (box, histogram rows) keeps the file readable.
+  return re.sub(r'\[\s+([-0-9.e,\s]+?)\s+\]', lambda m: '[' + ' '.join(m.group(1).split()) + ']', text)
 
 
 # ---------------------------------------------------------------- numpy decoding (TF-free)

@@ -1,0 +1,66 @@
+"""What the job reads: input paths and patterns, ImageNet labels, split assignment, the sample photos.
+
+Paths go through Beam's FileSystems, so local folders, globs and gs:// prefixes behave alike.
+"""
+import functools
+import hashlib
+import importlib.resources
+import os
+import re
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp', '.tif', '.tiff', '.webp')
+_GLOB_CHARS = re.compile(r'[*?\[]')
+_SYNSET = re.compile(r'(?<![A-Za-z0-9])(n\d{8})(?![0-9])')
+
+# Colour photos that scikit-image ships inside its wheel: the default input, so the job runs offline.
+SAMPLE_PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'rocket.jpg', 'motorcycle_left.png',
+                 'motorcycle_right.png', 'hubble_deep_field.jpg', 'retina.jpg', 'ihc.png', 'color.png')
+
+
+def sample_photos():
+  root = importlib.resources.files('skimage') / 'data'
+  return [str(root / name) for name in SAMPLE_PHOTOS]
+
+
+def expand(spec):
+  """An --input value -> (Beam file pattern, root used for relative keys, whether to keep image files only).
+
+  A folder (local, or a gs:// prefix without wildcards that is not a file) is read recursively and only files
+  with image extensions are taken; a glob or a single file is taken exactly as given.
+  """
+  if _GLOB_CHARS.search(spec):
+    root = _GLOB_CHARS.split(spec, 1)[0].rsplit('/', 1)[0]
+    return spec, root, False
+  is_dir = os.path.isdir(spec) if '://' not in spec else (
+      spec.endswith('/') or not os.path.splitext(spec)[1])
+  if is_dir:
+    root = spec.rstrip('/')
+    return root + '/**', root, True
+  return spec, os.path.dirname(spec), False
+
+
+def is_image_name(path):
+  return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_synsets():
+  """The 1000 ILSVRC-2012 WordNet ids in class-index order (Keras and TFDS order); shipped by TFDS."""
+  text = (importlib.resources.files('tensorflow_datasets') / 'datasets' / 'imagenet2012' / 'labels.txt')
+  synsets = text.read_text().split()
+  return {s: i for i, s in enumerate(synsets)}
+
+
+def label_of(path):
+  """(synset, class index) from an ImageNet-style folder or file name, else ('', -1)."""
+  found = _SYNSET.findall(path)
+  if not found:
+    return '', -1
+  synset = found[-1]  # the innermost: n01440764/n01440764_10026.JPEG and n01440764_tench.JPEG both work
+  return synset, imagenet_synsets().get(synset, -1)
+
+
+def split_of(relative_key, val_fraction):
+  """'val' or 'train', from a hash of the key relative to its input root: stable across runs and machines."""
+  digest = hashlib.sha256(relative_key.encode('utf-8')).digest()
+  return 'val' if int.from_bytes(digest[:8], 'big') / 2.0 ** 64 < val_fraction else 'train'
