@@ -17,6 +17,7 @@ setuptools.setup(
         'tensorflow>=2.21,<2.22',
         'apache-beam[gcp]>=2.77,<2.78',
         'tensorflow-datasets>=4.9.10,<4.10',
+        'importlib_resources>=6',  # TFDS 4.9.10 imports it to prepare datasets but does not declare it
         'numpy>=1.26,<2.5',
         'protobuf>=6.31,<7',       # Beam needs <7, TensorFlow 2.21 >=6.31
         'absl-py>=2.1',

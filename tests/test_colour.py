@@ -1,0 +1,46 @@
+import numpy as np
+import skimage.color
+
+from pipeline import colour
+
+
+def _cube(n=33):
+  g = np.linspace(0.0, 1.0, n)
+  return np.stack(np.meshgrid(g, g, g, indexing='ij'), -1).reshape(-1, 3)
+
+
+def test_rgb_to_lab_matches_skimage_over_the_srgb_cube():
+  rgb = _cube()
+  ref = skimage.color.rgb2lab(rgb[None])[0]
+  assert np.abs(colour.rgb_to_lab(rgb).numpy() - ref).max() <= 0.05
+
+
+def test_lab_to_rgb_matches_skimage_and_round_trips():
+  rgb = _cube()
+  lab = skimage.color.rgb2lab(rgb[None])[0]
+  assert np.abs(colour.lab_to_rgb(lab).numpy() - skimage.color.lab2rgb(lab[None])[0]).max() < 1e-3
+  # Round trip in Lab units, the contract's unit.
+  back = colour.rgb_to_lab(colour.lab_to_rgb(colour.rgb_to_lab(rgb))).numpy()
+  assert np.abs(back - lab).max() <= 0.05
+
+
+def test_known_colours():
+  lab = colour.rgb_to_lab(np.array([[0, 0, 0], [1, 1, 1], [1, 0, 0]], np.float32)).numpy()
+  np.testing.assert_allclose(lab[0], [0, 0, 0], atol=1e-3)
+  np.testing.assert_allclose(lab[1], [100, 0, 0], atol=0.01)
+  np.testing.assert_allclose(lab[2], [53.24, 80.09, 67.20], atol=0.05)
+
+
+def test_grey_rgb_is_the_grey_of_l():
+  l = np.array([0.0, 25.0, 50.0, 100.0], np.float32)
+  grey = colour.grey_rgb(l).numpy()
+  np.testing.assert_allclose(skimage.color.rgb2lab(np.repeat(grey[:, None], 3, -1)[None])[0][:, 0], l, atol=0.05)
+
+
+def test_gradients_are_finite_everywhere():
+  import tensorflow as tf
+  rgb = tf.constant(_cube(9), tf.float32)
+  with tf.GradientTape() as tape:
+    tape.watch(rgb)
+    loss = tf.reduce_sum(colour.lab_to_rgb(colour.rgb_to_lab(rgb)))
+  assert np.isfinite(tape.gradient(loss, rgb).numpy()).all()

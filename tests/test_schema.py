@@ -1,0 +1,78 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import skimage.color
+import skimage.data
+import tensorflow as tf
+
+from pipeline import colour, letterbox, schema
+
+
+def _record(key='k/1.jpg', size=64):
+  rgb = skimage.data.astronaut()[::4, ::3]
+  canvas, box = letterbox.letterbox(rgb, size)
+  lab = colour.rgb_to_lab(canvas / 255.0)
+  png = tf.io.encode_png(schema.quantize_lab(lab)).numpy()
+  emb = np.linspace(0, 1, 10, dtype=np.float32)
+  return lab.numpy(), schema.serialize(key, 3, 'n01443537', png, box.numpy(), rgb.shape[:2], emb), box.numpy()
+
+
+def test_stored_lab_error_is_within_the_contract():
+  g = np.linspace(0, 1, 24)
+  lab = skimage.color.rgb2lab(np.stack(np.meshgrid(g, g, g, indexing='ij'), -1))
+  back = schema.dequantize_lab(schema.quantize_lab(tf.constant(lab, tf.float32))).numpy()
+  err = np.abs(back - lab).reshape(-1, 3).max(0)
+  assert err[0] <= 0.2 and err[1] <= 0.5 and err[2] <= 0.5
+
+
+def test_write_then_read_round_trip():
+  lab, serialized, box = _record()
+  meta = {'image_size': 64, 'embedder': {'dim': 10}}
+  parsed = schema.parse_batch(tf.constant([serialized, serialized]), meta)
+  assert parsed['lab'].shape == (2, 64, 64, 3)
+  assert np.abs(parsed['lab'][0].numpy() - lab).max() <= 0.5
+  assert parsed['box'].numpy().tolist() == [box.tolist()] * 2
+  assert parsed['size'].numpy()[0].tolist() == [128, 171]
+  assert parsed['label'].numpy().tolist() == [3, 3]
+  assert parsed['key'].numpy()[0] == b'k/1.jpg'
+  np.testing.assert_allclose(parsed['embedding'][0].numpy(), np.linspace(0, 1, 10), atol=1e-3)
+
+
+def test_tf_free_reader_decodes_the_same_record(tmp_path):
+  lab, serialized, box = _record()
+  with tf.io.TFRecordWriter(str(tmp_path / 'train-00000-of-00001.tfrecord')) as w:
+    w.write(serialized)
+  code = ('import json, sys, numpy as np\n'
+          'from pipeline import npreader\n'
+          'r = list(npreader.records(sys.argv[1], "train"))\n'
+          'assert "tensorflow" not in sys.modules\n'
+          'np.save(sys.argv[2], r[0]["lab"])\n'
+          'print(json.dumps({"n": len(r), "key": r[0]["key"], "box": r[0]["box"].tolist(), '
+          '"label": r[0]["label"], "emb": r[0]["embedding"].tolist()}))\n')
+  out = subprocess.run([sys.executable, '-c', code, str(tmp_path), str(tmp_path / 'lab.npy')],
+                       capture_output=True, text=True, check=True)
+  got = json.loads(out.stdout)
+  assert got['n'] == 1 and got['key'] == 'k/1.jpg' and got['label'] == 3 and got['box'] == box.tolist()
+  np.testing.assert_allclose(got['emb'], np.linspace(0, 1, 10), atol=1e-3)
+  assert np.abs(np.load(tmp_path / 'lab.npy') - lab).max() <= 0.5
+
+
+def test_metadata_of_another_schema_version_is_refused(tmp_path):
+  (tmp_path / schema.METADATA_FILE).write_text(json.dumps({'schema_version': 99}))
+  with pytest.raises(schema.SchemaError, match='schema version 99'):
+    schema.read_metadata(str(tmp_path))
+  with pytest.raises(schema.SchemaError, match='not found'):
+    schema.read_metadata(str(tmp_path / 'missing'))
+  with pytest.raises(schema.SchemaError, match='no train shards'):
+    schema.list_shards(str(tmp_path), 'train')
+
+
+def test_ab_histogram_cells_are_centred_on_multiples_of_ten():
+  lab = tf.constant([[[50.0, 4.9, -5.1], [50.0, 5.1, 104.9]]])
+  hist = schema.ab_histogram(lab, tf.constant([0, 0, 1, 2])).numpy()
+  centre = lambda v: int((v - schema.AB_HIST_MIN) // schema.AB_HIST_BIN)
+  assert hist.sum() == 2
+  assert hist[centre(0), centre(-10)] == 1 and hist[centre(10), centre(100)] == 1
