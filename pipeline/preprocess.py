@@ -83,12 +83,19 @@ class Prepare(beam.DoFn):
 
     size = self._size
 
+    # The Lab conversion is elementwise maths on a fixed [S, S, 3] canvas: XLA compiles it once per worker and
+    # runs it about 4x faster than op by op (12 -> 3 ms a canvas on 2 cores, BUILD_NOTES.md).
+    @tf.function(jit_compile=True)
+    def quantized_lab(canvas):
+      return schema.quantize_lab(colour.rgb_to_lab(canvas / 255.0))
+
     @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
     def prepare(rgb):
       canvas, box = letterbox.letterbox(rgb, size)
-      lab = colour.rgb_to_lab(canvas / 255.0)
-      q = schema.quantize_lab(lab)
-      return tf.io.encode_png(q), box, q[..., 0], schema.ab_histogram(lab, box)
+      q = quantized_lab(canvas)
+      # zlib level 1: 6 ms instead of 37 ms at the default level, for records 15 % larger (still ~0.6x the JPEG).
+      png = tf.io.encode_png(q, compression=1)
+      return png, box, q[..., 0], schema.ab_histogram(schema.dequantize_lab(q), box)
 
     self._prepare = prepare
     self._count, self._started, self._last_log = 0, time.time(), time.time()
@@ -310,6 +317,15 @@ def _counters(result):
   return counters
 
 
+def _model_load_seconds(result):
+  """The one-off embedder load RunInference reports (a long job amortises it; a short benchmark does not)."""
+  seconds = 0.0
+  for d in result.metrics().query(MetricsFilter())['distributions']:
+    if d.key.metric.name.endswith('load_model_latency_milli_secs'):
+      seconds = max(seconds, ((d.committed or d.attempted).max or 0) / 1000.0)
+  return seconds
+
+
 def run(argv, test_pipeline=None):
   """Run the job; returns the summary dict (also printed). `test_pipeline` lets tests inject a pipeline."""
   cfg, beam_args = _config(argv)
@@ -328,6 +344,7 @@ def run(argv, test_pipeline=None):
       'seconds': round(seconds, 1),
   }
   summary['images_per_second'] = round(sum(summary['written'].values()) / seconds, 2) if seconds else 0.0
+  summary['model_load_seconds'] = _model_load_seconds(result)
   return summary
 
 
