@@ -19,7 +19,8 @@ class EmbedderHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
     self._image_size = image_size
 
   def load_model(self):
-    import tensorflow as tf
+    from pipeline import quiet
+    tf = quiet.tensorflow()
     from pipeline import embedder
     model = embedder.build(self._name, self._weights, self._precision, self._image_size)
     # One traced graph for every batch size: no retracing when a bundle ends with a short batch.
