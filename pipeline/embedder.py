@@ -6,14 +6,16 @@ three channels, resized to the classifier's input and passed through its own `pr
 job, the trainer and the exported serving graph all call this, so the embedding cannot drift between them.
 """
 import dataclasses
+import functools
 import hashlib
 import os
+import shutil
 import tempfile
 
 import keras
 import tensorflow as tf
 
-from pipeline import colour
+from pipeline import cloud, colour
 
 RANDOM_SEED = 1234  # 'random' weights are seeded so that every stage rebuilds the same embedder
 
@@ -57,8 +59,9 @@ class ClassifierInput(keras.layers.Layer):
     return dict(super().get_config(), spec_name=self.spec_name)
 
 
-def _local_weights(path):
-  """A local copy of a weights file (gs:// is copied once per process into a temp dir)."""
+@functools.lru_cache(maxsize=None)
+def local_weights(path):
+  """A local copy of a weights file: gs:// is copied (with gcsfs) once per process into a temp dir."""
   if '://' not in path:
     if not os.path.exists(path):
       raise EmbedderError(f'embedder weights file {path} does not exist; pass --embedder-weights '
@@ -68,9 +71,12 @@ def _local_weights(path):
   local = os.path.join(tempfile.mkdtemp(prefix='embedder-'), os.path.basename(path))
   try:
     with fsspec.open(path, 'rb') as src, open(local, 'wb') as dst:
-      dst.write(src.read())
+      shutil.copyfileobj(src, dst, 1 << 24)
   except Exception as e:
-    raise EmbedderError(f'cannot read embedder weights {path}: {e}') from e
+    missing = (f'embedder weights file {path} does not exist; pass --embedder-weights imagenet, random, or the '
+               'path of a Keras .weights.h5/.h5 file')
+    message = cloud.explain(path, e, missing=missing)
+    raise EmbedderError(message if message is missing else f'--embedder-weights {message}') from None
   return local
 
 
@@ -96,7 +102,7 @@ def _classifier(spec, weights):
           'pass --embedder-weights PATH with a local or gs:// Keras weights file, or place the file Keras '
           'downloads in ~/.keras/models/. Nothing falls back to other weights.') from e
   try:
-    return app(weights=_local_weights(weights))
+    return app(weights=local_weights(weights))
   except EmbedderError:
     raise
   except Exception as e:

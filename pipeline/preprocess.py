@@ -23,11 +23,12 @@ quiet.tensorflow()  # before Beam or Keras import it, so its start-up notices st
 
 import apache_beam as beam
 from absl import app, flags, logging
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from pipeline import decode, embedder, job, schema, sources
+from pipeline import cloud, decode, embedder, job, schema, sources
 
 flags.DEFINE_multi_string('input', [], 'Folder (recursive), glob, file or gs:// prefix; repeatable. '
                           'Default: the colour sample photos shipped with scikit-image.')
@@ -57,11 +58,6 @@ def _config(argv):
     raise app.UsageError('--output DIR is required (local folder or gs://bucket/path)')
   get = lambda name: FLAGS[name].value
   inputs = get('input') or ([] if get('tfds') else sources.sample_photos())
-  for spec in inputs:
-    pattern, _, _ = sources.expand(spec)
-    if not FileSystems.match([pattern], limits=[1])[0].metadata_list:
-      raise app.UsageError(f'--input {spec}: nothing matches {pattern}; check the path (and credentials '
-                           'for gs://)')
   val_fraction = get('val-fraction')
   if not 0.0 <= val_fraction < 1.0:
     raise app.UsageError(f'--val-fraction must be in [0, 1), got {val_fraction}')
@@ -88,6 +84,32 @@ def _config(argv):
       'max_pixels': get('max-pixels'), 'info': info,
   }
   return cfg, rest[1:]
+
+
+def _check_paths(cfg):
+  """Before any work starts: credentials when gs:// is used, inputs that match, an output and weights that can be
+  reached. A job that fails on these later does so inside Beam's workers, with a traceback and partial output."""
+  weights = cfg['embedder_weights']
+  cloud.check_credentials(cfg['inputs'] + [cfg['output'], weights, cfg['tfds_data_dir']])
+  for spec in cfg['inputs']:
+    pattern, _, _ = sources.expand(spec)
+    if not _match(pattern, '--input', spec):
+      hint = f' (`gcloud storage ls {spec}`)' if cloud.is_gcs(spec) else ''
+      raise cloud.PathError(f'--input {spec}: nothing matches {pattern}; check the path{hint}')
+  if cloud.is_gcs(cfg['output']):
+    # Listing is what Beam's sink does when it finalises the shards: a missing bucket or a missing
+    # storage.objects.list permission shows here, not after the whole job has run.
+    _match(cfg['output'] + '/*', '--output', cfg['output'], role=cloud.WRITE_ROLE)
+  if cloud.is_gcs(weights):
+    # Fetched once here (the in-process workers reuse the copy) so that metadata.json records its sha256 too.
+    cfg['info']['embedder']['weights_sha256'] = embedder.sha256(embedder.local_weights(weights))
+
+
+def _match(pattern, flag, path, role=cloud.READ_ROLE):
+  try:
+    return FileSystems.match([pattern], limits=[1])[0].metadata_list
+  except BeamIOError as e:  # a listing fails with 404 only when the bucket itself is missing
+    raise cloud.PathError(f'{flag} ' + cloud.explain(path, e, role, missing=cloud.no_bucket(path))) from None
 
 
 def _pipeline_options(beam_args):
@@ -123,6 +145,7 @@ def _model_load_seconds(result):
 def run(argv, test_pipeline=None):
   """Run the job; returns the summary dict (also printed). `test_pipeline` lets tests inject a pipeline."""
   cfg, beam_args = _config(argv)
+  _check_paths(cfg)
   started = time.time()
   pipeline = test_pipeline or beam.Pipeline(options=_pipeline_options(beam_args))
   job.build(pipeline, cfg)
@@ -164,7 +187,7 @@ def main(_):
     handler.addFilter(lambda r: 'Resource module is not available' not in r.getMessage())
   try:
     summary = run(sys.argv)
-  except (embedder.EmbedderError, app.UsageError) as e:
+  except (embedder.EmbedderError, cloud.PathError, app.UsageError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   _print_summary(summary)

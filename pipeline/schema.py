@@ -153,6 +153,9 @@ def read_metadata(data_dir):
     raise SchemaError(f'{path} not found: is {data_dir} the --output of python -m pipeline.preprocess?') from None
   except json.JSONDecodeError as e:
     raise SchemaError(f'{path} is not valid JSON ({e}); re-run the preprocessing job') from None
+  except OSError as e:  # gs:// without permission (gcsfs raises OSError('Forbidden: ...'))
+    from pipeline import cloud
+    raise SchemaError(cloud.explain(path, e)) from None
   version = meta.get('schema_version')
   if version != SCHEMA_VERSION:
     raise SchemaError(f'{path}: schema version {version!r}, this code reads version {SCHEMA_VERSION}; '
