@@ -1,0 +1,345 @@
+"""The trainer on real records from the Beam job: ab bins, losses, distribution, resumption, bad data.
+
+Records are small (64 x 64 canvases of scikit-image's photos) and the network narrow (--width), so every run
+here takes seconds on two CPU cores; multi-worker and kill/resume run real `python -m trainer.task` processes.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+from pipeline import colour, preprocess, schema
+from trainer import abbins, data, jobdir, losses, model as model_lib, task
+
+SIZE = 64
+# Subprocesses split the CPU into two logical devices before TensorFlow starts, as conftest.py does here.
+BOOT = """
+import runpy, sys
+from pipeline import quiet
+tf = quiet.tensorflow()
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices('CPU')[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+runpy.run_module('trainer.task', run_name='__main__', alter_sys=True)
+"""
+
+
+@pytest.fixture(scope='module')
+def records(tmp_path_factory):
+  """The preprocessing job's output for scikit-image's 10 colour photos: 8 train (2 shards), 2 val."""
+  out = tmp_path_factory.mktemp('records')
+  preprocess.run(['prog', '--output', str(out), '--image-size', str(SIZE), '--num-shards', '2',
+                  '--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--runner', 'DirectRunner'])
+  return str(out)
+
+
+def _config(records, job_dir, **kw):
+  defaults = dict(epochs=1, steps_per_epoch=2, batch_size=4, width=0.25, strategy='one_device', export=False,
+                  val_images=2, sample_images=2, log_every=1)
+  return task.Config(data=records, job_dir=str(job_dir), **dict(defaults, **kw))
+
+
+def _scalars(log_dir, tag):
+  """[(step, value)] of a scalar in a TensorBoard log directory, read from the event files."""
+  found = []
+  for path in tf.io.gfile.glob(f'{log_dir}/events.out.tfevents.*'):
+    for raw in tf.data.TFRecordDataset(path).ignore_errors():   # a killed writer may leave half a record
+      event = tf.compat.v1.Event.FromString(raw.numpy())
+      found += [(event.step, float(tf.make_ndarray(v.tensor))) for v in event.summary.value if v.tag == tag]
+  return sorted(found)
+
+
+def _run_task(args, env=None, **kw):
+  return subprocess.Popen([sys.executable, '-c', BOOT] + args, cwd=REPO, env=dict(os.environ, **(env or {})),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _cli(records, job_dir, *extra):
+  return ['--data', records, '--job-dir', str(job_dir), '--batch-size', '4', '--width', '0.25', *extra]
+
+
+# ---------------------------------------------------------------- ab bins and losses
+
+def test_in_gamut_bins_are_the_cells_every_srgb_colour_falls_in():
+  hit = np.zeros_like(abbins.in_gamut_grid())
+  for red in range(0, 256, 32):   # the whole 8-bit cube, in slices
+    v = np.arange(256, dtype=np.float32) / 255.0
+    rgb = np.stack(np.meshgrid(np.arange(red, red + 32) / 255.0, v, v, indexing='ij'), -1).reshape(-1, 3)
+    hit |= abbins._grid_hit(tf.constant(rgb, tf.float32))
+  np.testing.assert_array_equal(abbins.in_gamut_grid(), hit)
+  assert abbins.num_bins() == 261     # not Zhang et al.'s 313: see the abbins docstring
+  # Pure red (Lab 53, 80, 67) is in the bin centred on (80, 70); ab = (0, 0) is a bin centre.
+  red_ab = colour.rgb_to_lab(tf.constant([[1.0, 0.0, 0.0]]))[0, 1:].numpy()
+  _, nearest = abbins.soft_encode(tf.constant([red_ab, [0.0, 0.0]]))
+  np.testing.assert_array_equal(abbins.centres()[nearest.numpy()], [[80, 70], [0, 0]])
+
+
+def test_rebalancing_weights_favour_rare_colours_and_average_one_under_the_prior():
+  mask = abbins.in_gamut_grid()
+  counts = np.zeros((23, 23), np.int64)
+  counts[11, 11] = 10_000             # grey dominates, as in photos
+  counts[11, 12] = 1_000
+  counts[15, 18] = 10                 # a rare colour
+  w = abbins.rebalance_weights_grid(counts)
+  assert w.shape == (23, 23) and (w[~mask] == 0).all() and (w[mask] > 0).all()
+  assert w[11, 11] < w[11, 12] < w[15, 18]
+  # Expectation 1 under the smoothed prior the weights were made from: recompute the prior independently.
+  import scipy.ndimage
+  prior = scipy.ndimage.gaussian_filter(counts.astype(float), 0.5, mode='constant') * mask
+  prior /= prior.sum()
+  assert (prior * w).sum() == pytest.approx(1.0, rel=1e-5)
+  # gamma = 0.5 bounds the ratio of weights: at most 1 + (1 - gamma) / gamma * Q * max(p).
+  assert w[mask].max() / w[mask].min() <= 1 + mask.sum() * prior.max() + 1e-3
+  uniform = abbins.rebalance_weights_grid(np.ones((23, 23)) * mask)
+  assert np.ptp(uniform[mask]) < 0.5 and abbins.rebalance_weights_grid(np.zeros((23, 23)))[mask] == pytest.approx(1)
+
+
+def test_soft_encoding_and_annealed_mean():
+  ab = tf.constant([[3.0, -7.0], [42.0, 18.0], [-60.0, 57.0]])
+  soft, nearest = abbins.soft_encode(ab)
+  np.testing.assert_allclose(tf.reduce_sum(soft, -1), 1.0, rtol=1e-6)
+  assert (tf.reduce_sum(tf.cast(soft > 0, tf.int32), -1).numpy() == abbins.NEIGHBOURS).all()
+  np.testing.assert_array_equal(abbins.centres()[nearest.numpy()], [[0, -10], [40, 20], [-60, 60]])
+  # The soft target's mean is close to the ab it encodes (within a bin).
+  assert np.abs(tf.tensordot(soft, abbins.centres(), 1).numpy() - ab.numpy()).max() < 5.0
+  # Annealed mean: T -> 0 gives the mode, T = 1 the mean; T = 0.38 lies between.
+  logits = tf.math.log(tf.constant([0.6, 0.4]))[None] * 1.0
+  two = np.zeros((1, abbins.num_bins()), np.float32) - 1e9
+  i, j = nearest.numpy()[1], nearest.numpy()[2]
+  two[0, i], two[0, j] = logits[0, 0], logits[0, 1]
+  mode, mean = abbins.centres()[i], 0.6 * abbins.centres()[i] + 0.4 * abbins.centres()[j]
+  np.testing.assert_allclose(abbins.annealed_mean(two, 1.0)[0], mean, atol=1e-3)
+  np.testing.assert_allclose(abbins.annealed_mean(two, 0.01)[0], mode, atol=1e-3)
+  annealed = abbins.annealed_mean(two)[0].numpy()
+  assert np.linalg.norm(annealed - mode) < np.linalg.norm(mean - mode)
+
+
+@pytest.mark.parametrize('loss', model_lib.LOSSES)
+def test_losses_ignore_the_letterbox_padding(loss):
+  rng = np.random.default_rng(0)
+  box = tf.constant([[16, 0, 32, 64], [0, 20, 64, 23]], tf.int32)
+  ab = tf.constant(rng.uniform(-60, 60, (2, SIZE, SIZE, 2)), tf.float32)
+  model = model_lib.build('beta', loss, SIZE, width=0.25)
+  outputs = model({'l': tf.zeros([2, SIZE, SIZE, 1])})
+  fn = losses.make(loss, np.ones((23, 23)))
+  inside = losses.content_mask(box, SIZE)
+  assert inside.numpy()[0, :16].sum() == 0 and inside.numpy()[0, 16:48].all()
+  noise = tf.constant(rng.uniform(-100, 100, ab.shape), tf.float32)
+  a, b = fn(outputs, ab, box), fn(outputs, ab * inside + noise * (1 - inside), box)
+  np.testing.assert_allclose(a, b, rtol=1e-5)
+  assert (a.numpy() > 0).all()
+  if loss == 'mse':   # and equals the plain mean over the content pixels
+    want = [np.mean((outputs[i].numpy() - ab[i].numpy() / model_lib.AB_SCALE)[t:t + h, l:l + w] ** 2)
+            for i, (t, l, h, w) in enumerate(box.numpy())]
+    np.testing.assert_allclose(a, want, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- training
+
+def _fixed_batch(records, meta, n=4):
+  """(features, targets) of the first n training records by key (the shards' order varies between runs)."""
+  raw = [r.numpy() for f in schema.list_shards(records, 'train') for r in tf.data.TFRecordDataset(f)]
+  r = schema.parse_batch(tf.constant(raw), meta)
+  first = np.argsort(r['key'].numpy())[:n]
+  lab, box, embedding = (tf.gather(r[k], first) for k in ('lab', 'box', 'embedding'))
+  return {'l': lab[..., :1], 'embedding': embedding}, {'ab': lab[..., 1:], 'box': box}
+
+
+def test_one_step_on_two_mirrored_replicas_equals_one_step_on_one_device(records):
+  """Gradients are all-reduced right: the loss is summed per replica and divided by the global batch."""
+  meta = data.load_metadata(records)
+  x, y = _fixed_batch(records, meta)
+  trained = {}
+  for name in ('one_device', 'mirrored'):
+    cfg = _config(records, '/unused', batch_size=4 // (2 if name == 'mirrored' else 1))
+    strategy = task.make_strategy(name)
+    keras.utils.set_random_seed(7)
+    trainer = task.Trainer(cfg, meta, strategy)
+    assert trainer.global_batch == 4 and strategy.num_replicas_in_sync == (2 if name == 'mirrored' else 1)
+    iterator = trainer.distribute(tf.data.Dataset.from_tensors((x, y)).repeat())
+    losses_ = [float(trainer.train_step(iterator)) for _ in range(2)]
+    trained[name] = (losses_, [v.numpy() for v in trainer.model.trainable_variables])
+    if name == 'mirrored':   # both replicas hold the same weights after the steps
+      for v in trainer.model.trainable_variables:
+        copies = [c.numpy() for c in v.value.values]
+        np.testing.assert_array_equal(copies[0], copies[1])
+  np.testing.assert_allclose(trained['mirrored'][0], trained['one_device'][0], rtol=1e-4)
+  for a, b in zip(trained['mirrored'][1], trained['one_device'][1]):
+    np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_two_steps_under_mirrored_strategy_write_checkpoints_and_tensorboard(records, tmp_path):
+  result = task.train(_config(records, tmp_path / 'job', strategy='mirrored', batch_size=2))
+  assert result['step'] == 2 and np.isfinite(result['loss'])
+  assert tf.train.latest_checkpoint(str(tmp_path / 'job' / 'checkpoints')).endswith('ckpt-2')
+  assert [s for s, _ in _scalars(tmp_path / 'job' / 'logs' / 'train', 'loss')] == [1, 2]
+  assert _scalars(tmp_path / 'job' / 'logs' / 'train', 'learning_rate')[0][1] == pytest.approx(1e-3)
+  val = tmp_path / 'job' / 'logs' / 'val'
+  for tag in ('loss', 'metrics/psnr', 'metrics/auc', 'metrics/auc_rebalanced', 'metrics/delta_cf'):
+    assert len(_scalars(val, tag)) == 1, tag
+  images = [v for path in tf.io.gfile.glob(f'{val}/events.*') for raw in tf.data.TFRecordDataset(path)
+            for v in tf.compat.v1.Event.FromString(raw.numpy()).summary.value if v.tag == 'samples']
+  # Two PNG montages (grey | predicted | truth), 3 canvases wide.
+  pngs = tf.make_ndarray(images[0].tensor)
+  assert pngs[:2].tolist() == [str(3 * SIZE).encode(), str(SIZE).encode()] and len(pngs) == 4
+
+
+@pytest.mark.parametrize('model,loss', [(m, l) for m in model_lib.MODELS for l in model_lib.LOSSES])
+def test_overfits_a_tiny_set(records, model, loss):
+  meta = data.load_metadata(records)
+  batch = _fixed_batch(records, meta)
+  keras.utils.set_random_seed(1)
+  cfg = _config(records, '/unused', model=model, loss=loss, batch_size=4, width=0.5)
+  trainer = task.Trainer(cfg, meta, tf.distribute.get_strategy())
+  iterator = trainer.distribute(tf.data.Dataset.from_tensors(batch).repeat())
+  values = [float(trainer.train_step(iterator)) for _ in range(150)]
+  assert np.mean(values[-10:]) < 0.5 * values[0], values[::10]
+
+
+@pytest.mark.parametrize('precision', ['mixed_float16', 'mixed_bfloat16'])
+def test_mixed_precision_trains_and_keeps_float32_weights(records, tmp_path, precision):
+  result = task.train(_config(records, tmp_path / 'job', precision=precision, steps_per_epoch=3))
+  assert result['step'] == 3 and np.isfinite(result['loss'])
+  ckpt = tf.train.latest_checkpoint(str(tmp_path / 'job' / 'checkpoints'))
+  weights = [n for n, _ in tf.train.list_variables(ckpt) if '_trainable_variables/' in n]
+  assert len(weights) > 20 and all(tf.train.load_variable(ckpt, n).dtype == np.float32 for n in weights)
+  assert keras.config.dtype_policy().name == 'float32'   # the global policy is left as it was
+
+
+# ---------------------------------------------------------------- processes: multi-worker, kill and resume
+
+def _free_ports(n):
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(('127.0.0.1', 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def test_multi_worker_training_with_two_processes_on_loopback(records, tmp_path):
+  workers = [f'127.0.0.1:{p}' for p in _free_ports(2)]
+  procs = [_run_task(_cli(records, tmp_path / 'job', '--epochs', '2', '--steps-per-epoch', '3', '--noexport'),
+                     env={'TF_CONFIG': json.dumps({'cluster': {'worker': workers},
+                                                   'task': {'type': 'worker', 'index': i}})})
+           for i in range(2)]
+  outputs = [p.communicate(timeout=240)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out
+    assert 'MultiWorkerMirroredStrategy with 2 replica(s), global batch 8' in out
+  # The loss is all-reduced: both workers report the same one, so they trained one model together.
+  final = [out.rsplit('Training finished at step ', 1)[1].splitlines()[0] for out in outputs]
+  assert final[0] == final[1] and final[0].startswith('6 (loss ')
+  ckpts = tmp_path / 'job' / 'checkpoints'
+  assert tf.train.latest_checkpoint(str(ckpts)).endswith('ckpt-6')
+  assert sorted(os.listdir(ckpts)) == sorted(['checkpoint', 'run.json'] + [
+      f'ckpt-{s}.{ext}' for s in (3, 6) for ext in ('index', 'data-00000-of-00001')])
+
+
+def test_sigkill_mid_run_then_the_same_command_resumes_and_finishes(records, tmp_path):
+  ckpts = tmp_path / 'job' / 'checkpoints'
+  args = _cli(records, tmp_path / 'job', '--strategy', 'mirrored', '--epochs', '3', '--steps-per-epoch', '12',
+              '--checkpoint-every', '3', '--width', '1.0', '--log-every', '1', '--noexport')
+  proc = _run_task(args)
+  deadline = time.time() + 180
+  while time.time() < deadline and proc.poll() is None:
+    latest = tf.train.latest_checkpoint(str(ckpts))
+    if latest and int(latest.rsplit('-', 1)[1]) >= 6:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  killed_out = proc.communicate()[0]
+  assert proc.returncode == -signal.SIGKILL, killed_out
+  saved = int(tf.train.latest_checkpoint(str(ckpts)).rsplit('-', 1)[1])
+  assert 6 <= saved < 36, killed_out     # killed mid-run, after some checkpoints
+
+  resumed = _run_task(args)
+  out = resumed.communicate(timeout=240)[0]
+  assert resumed.returncode == 0, out
+  assert f'resumed from {ckpts}/ckpt-{saved} at step {saved}' in out
+  assert 'Training finished at step 36' in out
+  # Every step was trained once: the steps logged after the restart continue from the checkpoint.
+  steps = [s for s, _ in _scalars(tmp_path / 'job' / 'logs' / 'train', 'loss')]
+  assert set(range(saved + 1, 37)) <= set(steps) and max(steps) == 36
+
+
+# ---------------------------------------------------------------- bad data
+
+@pytest.fixture
+def copy(records, tmp_path):
+  shutil.copytree(records, tmp_path / 'data')
+  return tmp_path / 'data'
+
+
+def _metadata(path):
+  return json.loads((path / schema.METADATA_FILE).read_text())
+
+
+def _write_metadata(path, meta):
+  (path / schema.METADATA_FILE).write_text(json.dumps(meta))
+
+
+def test_unknown_schema_version_is_refused_on_the_command_line(copy, tmp_path):
+  meta = _metadata(copy)
+  _write_metadata(copy, dict(meta, schema_version=99))
+  proc = _run_task(['--data', str(copy), '--job-dir', str(tmp_path / 'job')])
+  out = proc.communicate(timeout=120)[0]
+  assert proc.returncode == 2
+  assert f'error: {copy}/metadata.json: schema version 99' in out and 'Traceback' not in out
+
+
+def test_mixed_embedders_are_refused(copy, tmp_path):
+  meta = _metadata(copy)
+  _write_metadata(copy, dict(meta, embedder=[meta['embedder'], dict(meta['embedder'], name='inception_resnet_v2')]))
+  with pytest.raises(schema.SchemaError, match='mix embedders'):
+    task.train(_config(str(copy), tmp_path / 'job'))
+  # Shards of another run (here: with 3 shards) beside the listed ones.
+  _write_metadata(copy, meta)
+  shutil.copy(copy / 'train-00000-of-00002.tfrecord', copy / 'train-00000-of-00003.tfrecord')
+  with pytest.raises(schema.SchemaError, match=f'{copy}/train-00000-of-00003.tfrecord is not listed'):
+    task.train(_config(str(copy), tmp_path / 'job'))
+
+
+def test_records_of_another_dataset_are_named(copy, tmp_path):
+  # A shard whose records hold 8-d embeddings, in a directory whose metadata says 1000-d.
+  lab = tf.io.encode_png(tf.zeros([SIZE, SIZE, 3], tf.uint8)).numpy()
+  shard = copy / 'val-00000-of-00001.tfrecord'
+  with tf.io.TFRecordWriter(str(shard)) as w:
+    w.write(schema.serialize('x.jpg', -1, '', lab, [0, 0, SIZE, SIZE], [SIZE, SIZE], np.zeros(8)))
+  with pytest.raises(schema.SchemaError, match=f'{shard} does not hold records of this dataset'):
+    task.train(_config(str(copy), tmp_path / 'job'))
+
+
+def test_a_corrupt_record_mid_shard_is_named(copy, tmp_path):
+  shard = copy / 'train-00001-of-00002.tfrecord'
+  raw = bytearray(shard.read_bytes())
+  raw[len(raw) // 2:len(raw) // 2 + 64] = b'\xff' * 64     # past the first record, which the start-up check reads
+  shard.write_bytes(bytes(raw))
+  with pytest.raises(schema.SchemaError, match=f'{shard}: corrupt record'):
+    task.train(_config(str(copy), tmp_path / 'job', steps_per_epoch=20))
+
+
+def test_a_job_dir_of_another_model_is_refused(records, tmp_path):
+  task.train(_config(records, tmp_path / 'job', steps_per_epoch=1))
+  with pytest.raises(jobdir.RunError, match=r'run.json: the checkpoints .* are of another model \(model:'):
+    task.train(_config(records, tmp_path / 'job', model='beta', steps_per_epoch=1))
+
+
+def test_vertex_ai_directories_are_honoured(monkeypatch):
+  assert jobdir.paths('gs://b/job/') == jobdir.Paths('gs://b/job/checkpoints', 'gs://b/job/logs', 'gs://b/job/export',
+                                                     export_direct=False)
+  monkeypatch.setenv('AIP_CHECKPOINT_DIR', 'gs://b/aip/checkpoints')
+  monkeypatch.setenv('AIP_TENSORBOARD_LOG_DIR', 'gs://b/aip/logs')
+  monkeypatch.setenv('AIP_MODEL_DIR', 'gs://b/aip/model/')
+  assert jobdir.paths('gs://b/job') == jobdir.Paths('gs://b/aip/checkpoints', 'gs://b/aip/logs', 'gs://b/aip/model',
+                                                    export_direct=True)

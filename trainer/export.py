@@ -1,0 +1,193 @@
+r"""Export a trained colorizer as a self-contained SavedModel in TF Serving's layout.
+
+  python -m trainer.export --job-dir DIR [--checkpoint PATH]
+
+Writes JOB_DIR/export/<version>/ (version: seconds since the epoch, always increasing), or the SavedModel
+itself into $AIP_MODEL_DIR on Vertex AI, from the latest checkpoint (or --checkpoint). The frozen embedder is
+rebuilt from the records' metadata (its weights file verified against the recorded sha256) and saved inside,
+so serving needs nothing else. Signatures (one tf.function each, as in TF Model Garden's export_base.py):
+
+  serving_default  image_bytes tf.string [N]: encoded images of any size and format tf.io.decode_image reads
+                   -> image_bytes tf.string [N]: JPEG of the colour image at the input's own resolution
+  colorize_png     the same with PNG output
+  raw              l float32 [N, S, S, 1] (the L canvas) -> ab float32 [N, S, S, 2], embedding float32 [N, D]
+
+ab is predicted on the letterboxed canvas, cut back out of it, upsampled to H x W and joined with the input's
+full-resolution L. assets.extra/colorizer.json describes the model for the serving front ends.
+"""
+from pipeline import quiet
+
+tf = quiet.tensorflow()  # before anything else imports it, so its start-up notices stay off the terminal
+
+import json
+import os
+import posixpath
+import sys
+import time
+
+import keras
+from absl import app, flags, logging
+
+from pipeline import colour, embedder, letterbox
+from trainer import abbins, console, jobdir, model as model_lib
+
+INFO_FILE = posixpath.join('assets.extra', 'colorizer.json')
+JPEG_QUALITY = 95
+
+
+class ExportError(RuntimeError):
+  """The SavedModel cannot be built as asked (no checkpoint, embedder weights missing or different)."""
+
+
+class ColorizerModule(tf.Module):
+  """The exported graph: frozen embedder + colorizer, and the serving signatures as functions."""
+
+  def __init__(self, colorizer, embedder_model, loss, image_size):
+    super().__init__()
+    self.colorizer = colorizer
+    self.embedder = embedder_model
+    self._loss = loss
+    self._size = image_size
+    # Traced once and called by every signature (tracing the embedder is the slow part of an export).
+    self._predict = tf.function(self._predict_fn, input_signature=[self._canvas_spec()])
+
+  def _canvas_spec(self):
+    return tf.TensorSpec([None, self._size, self._size, 1], tf.float32, name='l')
+
+  def _predict_fn(self, l):
+    embedding = self.embedder(l, training=False)
+    outputs = self.colorizer(model_lib.features(self.colorizer, {'l': l, 'embedding': embedding}),
+                             training=False)
+    return model_lib.predict_ab(outputs, self._loss, self._size), embedding
+
+  @tf.function
+  def raw(self, l):
+    ab, embedding = self._predict(l)
+    return {'ab': ab, 'embedding': embedding}
+
+  def _colorize(self, image_bytes, encode):
+    size = self._size
+
+    def prepare(data):
+      # JPEG with the accurate DCT, as the preprocessing job's decoder (Pillow) does: TF's default fast DCT is
+      # up to 16 levels off. Anything else tf.io.decode_image reads; GIF: the first frame.
+      rgb = tf.cond(tf.io.is_jpeg(data),
+                    lambda: tf.io.decode_jpeg(data, channels=3, dct_method='INTEGER_ACCURATE'),
+                    lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
+      canvas, box = letterbox.letterbox(rgb, size)     # as the preprocessing job: letterbox sRGB, then Lab
+      l = colour.rgb_to_lab(tf.cast(rgb, tf.float32) / 255.0)[..., 0]
+      return colour.rgb_to_lab(canvas / 255.0)[..., :1], box, tf.shape(l), tf.reshape(l, [-1])
+
+    # The full-resolution L of each image travels flattened in a ragged tensor: the sizes differ.
+    l_canvas, boxes, shapes, l_full = tf.map_fn(prepare, image_bytes, fn_output_signature=(
+        tf.TensorSpec([size, size, 1], tf.float32), tf.TensorSpec([4], tf.int32), tf.TensorSpec([2], tf.int32),
+        tf.RaggedTensorSpec([None], tf.float32)))
+    ab, _ = self._predict(l_canvas)                    # one batch through the networks
+
+    def finish(args):
+      ab, box, shape, l = args
+      lab = tf.concat([tf.reshape(l, [shape[0], shape[1], 1]),
+                       letterbox.unletterbox(ab, box, shape[0], shape[1])], axis=-1)
+      return encode(tf.cast(tf.round(colour.lab_to_rgb(lab) * 255.0), tf.uint8))
+
+    return {'image_bytes': tf.map_fn(finish, (ab, boxes, shapes, l_full), fn_output_signature=tf.string)}
+
+  @tf.function
+  def colorize_jpeg(self, image_bytes):
+    return self._colorize(image_bytes, lambda rgb: tf.io.encode_jpeg(rgb, quality=JPEG_QUALITY))
+
+  @tf.function
+  def colorize_png(self, image_bytes):
+    return self._colorize(image_bytes, tf.io.encode_png)
+
+  def signatures(self):
+    images = tf.TensorSpec([None], tf.string, name='image_bytes')
+    return {'serving_default': self.colorize_jpeg.get_concrete_function(images),
+            'colorize_png': self.colorize_png.get_concrete_function(images),
+            'raw': self.raw.get_concrete_function(self._canvas_spec())}
+
+
+def load_embedder(info, image_size):
+  """The frozen embedder the records were made with, rebuilt from metadata['embedder']."""
+  weights = info['weights']
+  if info.get('weights_sha256'):
+    if '://' not in weights and not os.path.exists(weights):
+      raise ExportError(f'the records were embedded with the weights file {weights}, which is not on this '
+                        'machine: put it back at that path (the model embeds with it at serving time)')
+    digest = embedder.sha256(embedder.local_weights(weights))   # gs:// is fetched once per process
+    if digest != info['weights_sha256']:
+      raise ExportError(f'{weights} has sha256 {digest}, but the records were embedded with a file of sha256 '
+                        f'{info["weights_sha256"]}: restore the original file')
+  if weights == 'random':
+    logging.warning('the embedder has RANDOM weights (as the records were made): this export is for tests only')
+  return embedder.build(info['name'], weights, info.get('precision', 'float32'), image_size)
+
+
+def load_colorizer(run, checkpoint):
+  """The colorizer of run.json with the checkpoint's weights, in float32 whatever it trained in."""
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy('float32')
+  try:
+    model = model_lib.build(run['model'], run['loss'], run['image_size'], run['embedder']['dim'], run['width'])
+  finally:
+    keras.config.set_dtype_policy(previous)
+  tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+  return model
+
+
+def _version_dir(p):
+  if p.export_direct:
+    return p.export_base
+  versions = [int(d.rstrip('/')) for d in (tf.io.gfile.listdir(p.export_base) if tf.io.gfile.isdir(p.export_base)
+                                            else []) if d.rstrip('/').isdigit()]
+  return posixpath.join(p.export_base, str(max([int(time.time())] + [v + 1 for v in versions])))
+
+
+def export(job_dir, checkpoint=None):
+  """Export the latest checkpoint of job_dir (or `checkpoint`); returns the SavedModel's directory."""
+  p = jobdir.paths(job_dir)
+  run = jobdir.read_run(p)
+  checkpoint = checkpoint or tf.train.latest_checkpoint(p.checkpoints)
+  if not checkpoint:
+    raise ExportError(f'{p.checkpoints} holds no checkpoint: train first with python -m trainer.task')
+  module = ColorizerModule(load_colorizer(run, checkpoint), load_embedder(run['embedder'], run['image_size']),
+                           run['loss'], run['image_size'])
+  step = int(tf.train.load_variable(checkpoint, 'step/.ATTRIBUTES/VARIABLE_VALUE'))
+  final = _version_dir(p)
+  # TF Serving watches the base directory and ignores names that are not numbers: write there, then rename,
+  # so it never loads a half-written version.
+  target = final if p.export_direct else posixpath.join(p.export_base, f'.tmp-{posixpath.basename(final)}')
+  tf.saved_model.save(module, target, signatures=module.signatures())
+  info = {key: run[key] for key in ('image_size', 'embedder', 'model', 'loss', 'width', 'ab_histogram')}
+  info.update(step=step, checkpoint=checkpoint, ab_bins=abbins.num_bins(),
+              annealed_mean_temperature=abbins.TEMPERATURE if run['loss'] == 'classification' else None)
+  tf.io.gfile.makedirs(posixpath.join(target, 'assets.extra'))
+  with tf.io.gfile.GFile(posixpath.join(target, INFO_FILE), 'w') as f:
+    f.write(json.dumps(info, indent=2, sort_keys=True))
+  if target != final:
+    tf.io.gfile.rename(target, final)
+  logging.info('exported step %d of %s to %s', step, checkpoint, final)
+  return final
+
+
+def main(argv):
+  console.quiet_tensorflow_info()
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  job_dir, checkpoint = flags.FLAGS['job-dir'].value, flags.FLAGS.checkpoint
+  if not job_dir:
+    raise app.UsageError('--job-dir DIR is required (the --job-dir of python -m trainer.task)')
+  try:
+    path = export(job_dir, checkpoint)
+  except (ExportError, jobdir.RunError, embedder.EmbedderError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'Exported {path}', flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  # Defined here, not at import: trainer.task imports this module and has its own --job-dir.
+  flags.DEFINE_string('job-dir', None, 'The --job-dir of python -m trainer.task.')
+  flags.DEFINE_string('checkpoint', None, 'Checkpoint to export (default: the latest in the job directory).')
+  app.run(main)

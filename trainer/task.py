@@ -1,0 +1,316 @@
+r"""Train the colorizer on the preprocessing job's records; export a SavedModel at the end.
+
+  python -m trainer.task --data DIR --job-dir DIR [--epochs N] [--steps-per-epoch N] [--batch-size N]
+      [--model fusion|beta] [--loss mse|classification] [--precision float32|mixed_float16|mixed_bfloat16]
+      [--strategy auto|mirrored|multi_worker|one_device]
+
+One custom training loop (`strategy.run`) for every strategy: Keras 3's `fit` fails under
+MultiWorkerMirroredStrategy (keras-team/keras#20585). `auto` is MultiWorkerMirroredStrategy when TF_CONFIG names
+several workers, MirroredStrategy over every GPU of the host, else one device. Killed at any moment and started
+again with the same command, the run resumes from its last checkpoint (every --checkpoint-every steps and at
+each epoch end). Vertex AI's AIP_CHECKPOINT_DIR, AIP_TENSORBOARD_LOG_DIR and AIP_MODEL_DIR are honoured.
+"""
+from pipeline import quiet
+
+tf = quiet.tensorflow()  # before anything else imports it, so its start-up notices stay off the terminal
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tqdm
+from absl import app, flags, logging
+
+from pipeline import colour, embedder, schema
+from trainer import abbins, console, data, export, jobdir, losses, metrics, model as model_lib
+
+STRATEGIES = ('auto', 'mirrored', 'multi_worker', 'one_device')
+PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+
+
+@dataclasses.dataclass
+class Config:
+  data: str
+  job_dir: str
+  epochs: int = 10
+  steps_per_epoch: int = 0       # 0: one pass over the training records per epoch
+  batch_size: int = 16           # per replica; the global batch is this times the number of replicas
+  model: str = 'fusion'
+  loss: str = 'mse'
+  precision: str = 'float32'
+  strategy: str = 'auto'
+  width: float = 1.0
+  learning_rate: float = 1e-3
+  checkpoint_every: int = 200
+  log_every: int = 10
+  val_images: int = 64
+  sample_images: int = 4
+  shuffle_buffer: int = 1024
+  cache: bool = False
+  seed: int = 0
+  export: bool = True
+
+
+flags.DEFINE_string('data', None, 'Records directory written by python -m pipeline.preprocess (local or gs://).')
+flags.DEFINE_string('job-dir', None, 'Checkpoints, TensorBoard logs and exports go here (local or gs://).')
+flags.DEFINE_integer('epochs', Config.epochs, 'Epochs to train.')
+flags.DEFINE_integer('steps-per-epoch', Config.steps_per_epoch, 'Steps per epoch; 0: one pass over the data.')
+flags.DEFINE_integer('batch-size', Config.batch_size, 'Batch size per replica.')
+flags.DEFINE_enum('model', Config.model, model_lib.MODELS, 'fusion (with the embedding) or beta (without).')
+flags.DEFINE_enum('loss', Config.loss, model_lib.LOSSES, 'mse on ab, or classification over ab bins.')
+flags.DEFINE_enum('precision', Config.precision, PRECISIONS, 'Keras dtype policy of the colorizer.')
+flags.DEFINE_enum('strategy', Config.strategy, STRATEGIES, 'tf.distribute strategy.')
+flags.DEFINE_float('width', Config.width, 'Multiplier of every layer\'s filter count (1.0: the paper\'s).')
+flags.DEFINE_float('learning-rate', Config.learning_rate, 'Adam learning rate.')
+flags.DEFINE_integer('checkpoint-every', Config.checkpoint_every, 'Checkpoint every N steps (and each epoch end).')
+flags.DEFINE_integer('log-every', Config.log_every, 'Write training scalars to TensorBoard every N steps.')
+flags.DEFINE_integer('val-images', Config.val_images, 'Validation images per epoch for the metrics.')
+flags.DEFINE_integer('sample-images', Config.sample_images, 'Validation samples shown in TensorBoard.')
+flags.DEFINE_integer('shuffle-buffer', Config.shuffle_buffer, 'Records in the shuffle buffer.')
+flags.DEFINE_boolean('cache', Config.cache, 'Cache the serialized records in memory after the first epoch.')
+flags.DEFINE_integer('seed', Config.seed, 'Shuffle seed (the same on every worker).')
+flags.DEFINE_boolean('export', Config.export, 'Export a SavedModel when training ends.')
+FLAGS = flags.FLAGS
+
+
+# ---------------------------------------------------------------- distribution
+
+def _cluster(tf_config):
+  cluster = json.loads(tf_config or '{}').get('cluster', {})
+  return sum(len(cluster.get(job, [])) for job in ('chief', 'worker'))
+
+
+def make_strategy(name):
+  """The tf.distribute strategy for --strategy. Call it before any other TF op (MultiWorkerMirrored needs it)."""
+  if name == 'multi_worker' or (name == 'auto' and _cluster(os.environ.get('TF_CONFIG')) > 1):
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  gpus = tf.config.list_physical_devices('GPU')
+  if name == 'one_device' or (name == 'auto' and not gpus):
+    return tf.distribute.OneDeviceStrategy('/gpu:0' if gpus else '/cpu:0')
+  # Every GPU; on a host without any, every logical CPU device (the tests split the CPU in two).
+  return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices('GPU' if gpus else 'CPU')])
+
+
+def worker_role(strategy):
+  """(is chief, name, number of workers) of this process. Only the chief writes what others read."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not resolver.task_type:
+    return True, 'chief', 1
+  jobs = resolver.cluster_spec().as_dict()
+  kind, index = resolver.task_type, resolver.task_id
+  chief = kind == 'chief' or (kind == 'worker' and index == 0 and 'chief' not in jobs)
+  return chief, f'{kind}{index}', _cluster(json.dumps({'cluster': jobs}))
+
+
+# ---------------------------------------------------------------- the model and its step
+
+class Trainer:
+  """Model, optimizer, step counter and the distributed train step, built under `strategy`."""
+
+  def __init__(self, cfg, meta, strategy):
+    self.cfg, self.strategy = cfg, strategy
+    self.image_size = meta['image_size']
+    self.global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+    self.loss_fn = losses.make(cfg.loss, meta['ab_histogram']['counts'])
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(cfg.precision)   # layers keep the policy they are built with
+    try:
+      with strategy.scope():
+        self.model = model_lib.build(cfg.model, cfg.loss, self.image_size, meta['embedder']['dim'], cfg.width)
+        optimizer = keras.optimizers.Adam(cfg.learning_rate)
+        if cfg.precision == 'mixed_float16':   # bfloat16 has float32's range: no loss scaling needed
+          optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(self.model.trainable_variables)   # now, so a checkpoint restores its slots at once
+        self.optimizer = optimizer
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    finally:
+      keras.config.set_dtype_policy(previous)
+    self.checkpoint = tf.train.Checkpoint(step=self.step, model=self.model, optimizer=self.optimizer)
+    self.train_step = tf.function(self._train_step)
+    self.predict = tf.function(self._predict, reduce_retracing=True)   # the last val batch is smaller
+
+  def _replica_step(self, x, y):
+    with tf.GradientTape() as tape:
+      outputs = self.model(model_lib.features(self.model, x), training=True)
+      loss = tf.reduce_sum(self.loss_fn(outputs, y['ab'], y['box'])) / self.global_batch
+      scaled = self.optimizer.scale_loss(loss)
+    grads = tape.gradient(scaled, self.model.trainable_variables)
+    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))  # all-reduces the gradients
+    return loss
+
+  def _train_step(self, iterator):
+    x, y = next(iterator)
+    loss = self.strategy.reduce('SUM', self.strategy.run(self._replica_step, args=(x, y)), axis=None)
+    self.step.assign_add(1)
+    return loss
+
+  def _predict(self, x, y):
+    """One batch on this process only (validation): per-example losses and predicted ab."""
+    outputs = self.model(model_lib.features(self.model, x), training=False)
+    return self.loss_fn(outputs, y['ab'], y['box']), model_lib.predict_ab(outputs, self.cfg.loss, self.image_size)
+
+  def distribute(self, dataset):
+    return iter(self.strategy.experimental_distribute_dataset(dataset))
+
+
+# ---------------------------------------------------------------- validation
+
+def _montage(l, pred_ab, true_ab):
+  """grey | predicted | truth, side by side: float [S, 3S, 3] in [0, 1]."""
+  grey = tf.repeat(colour.grey_rgb(l[..., 0])[..., None], 3, axis=-1)
+  pred = colour.lab_to_rgb(tf.concat([l, pred_ab], -1))
+  true = colour.lab_to_rgb(tf.concat([l, true_ab], -1))
+  return tf.concat([grey, pred, true], axis=1)
+
+
+def validate(trainer, dataset, ab_weights, cfg):
+  """Mean loss, DESIGN.md's metrics on each image's content box (trainer.metrics), and sample montages."""
+  results, loss_sum, samples = [], 0.0, []
+  for x, y in dataset:
+    per_example, ab = trainer.predict(x, y)
+    loss_sum += float(tf.reduce_sum(per_example))
+    for i in range(ab.shape[0]):
+      t, l, h, w = y['box'][i].numpy()
+      crop = lambda img: img[t:t + h, l:l + w]
+      results.append(metrics.image_metrics(crop(tf.concat([x['l'][i], ab[i]], -1)),
+                                           crop(tf.concat([x['l'][i], y['ab'][i]], -1)), ab_weights))
+      if len(samples) < cfg.sample_images:
+        samples.append(_montage(x['l'][i], ab[i], y['ab'][i]))
+    if len(results) >= cfg.val_images:
+      break
+  summary = metrics.summarize(results)
+  summary['loss'] = loss_sum / max(1, len(results))
+  return summary, samples
+
+
+# ---------------------------------------------------------------- the run
+
+def _run_info(cfg, meta):
+  return {'model': cfg.model, 'loss': cfg.loss, 'width': cfg.width, 'image_size': meta['image_size'],
+          'embedder': meta['embedder'], 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
+          'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate}
+
+
+def _check(cfg):
+  if cfg.model not in model_lib.MODELS or cfg.loss not in model_lib.LOSSES:
+    raise app.UsageError(f'--model must be one of {model_lib.MODELS} and --loss one of {model_lib.LOSSES}')
+  if cfg.precision not in PRECISIONS or cfg.strategy not in STRATEGIES:
+    raise app.UsageError(f'--precision must be one of {PRECISIONS} and --strategy one of {STRATEGIES}')
+  if min(cfg.epochs, cfg.batch_size, cfg.checkpoint_every, cfg.log_every) < 1 or cfg.steps_per_epoch < 0:
+    raise app.UsageError('--epochs, --batch-size, --checkpoint-every and --log-every must be >= 1, '
+                         '--steps-per-epoch >= 0')
+
+
+def _next_step(trainer, iterator, files, meta):
+  """One train step; a corrupt record becomes an error naming its shard (found by reading them all)."""
+  try:
+    return trainer.train_step(iterator)
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    bad = data.find_corrupt_shard(files, meta)
+    if bad:
+      raise schema.SchemaError(f'{bad[0]}: corrupt record ({bad[1]}). Preprocess again, or remove the file and '
+                               'its entry in metadata.json.') from e
+    raise
+
+
+def train(cfg):
+  """Train (or resume) as cfg says; returns a dict: steps done, last training loss, export path (or None)."""
+  _check(cfg)
+  strategy = make_strategy(cfg.strategy)
+  chief, name, num_workers = worker_role(strategy)
+  meta = data.load_metadata(cfg.data)
+  train_files = data.shards(cfg.data, 'train', meta)
+  val_files = data.shards(cfg.data, 'val', meta) if meta['shards'].get('val') else []
+  if not val_files:
+    logging.warning('%s has no val shards: no validation metrics', cfg.data)
+  p = jobdir.paths(cfg.job_dir)
+  jobdir.check_or_write_run(p, _run_info(cfg, meta), write=chief)
+
+  trainer = Trainer(cfg, meta, strategy)
+  steps_per_epoch = cfg.steps_per_epoch or max(1, meta['counts']['train'] // trainer.global_batch)
+  # Every worker saves (saving may need them all), but only the chief into the real directory.
+  own_dir = p.checkpoints if chief else tempfile.mkdtemp(prefix=f'colorizer-{name}-')
+  manager = tf.train.CheckpointManager(trainer.checkpoint, own_dir, max_to_keep=3)
+  latest = tf.train.latest_checkpoint(p.checkpoints)
+  if latest:
+    trainer.checkpoint.restore(latest).assert_existing_objects_matched()
+  step = int(trainer.step.numpy())
+  kind = type(strategy).__name__.replace('CollectiveAllReduceStrategy', 'MultiWorkerMirroredStrategy')
+  logging.info('%s: %s with %d replica(s), global batch %d, %d steps per epoch; %s', name,
+               kind, strategy.num_replicas_in_sync, trainer.global_batch, steps_per_epoch,
+               f'resumed from {latest} at step {step}' if latest else 'starting from scratch')
+
+  # The shuffle seed moves with the step, so a resumed run does not replay the order it already trained on.
+  train_ds = data.dataset(train_files, meta, trainer.global_batch, training=True, seed=cfg.seed + step,
+                          cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, num_workers=num_workers)
+  val_ds = data.dataset(val_files, meta, cfg.batch_size, training=False) if val_files else None
+  iterator = trainer.distribute(train_ds)
+  ab_weights = abbins.rebalance_weights_grid(meta['ab_histogram']['counts'])
+  writers = ({k: tf.summary.create_file_writer(f'{p.logs}/{k}') for k in ('train', 'val')} if chief
+             else {k: tf.summary.create_noop_writer() for k in ('train', 'val')})
+
+  loss = float('nan')
+  for epoch in range(step // steps_per_epoch, cfg.epochs):
+    end = (epoch + 1) * steps_per_epoch
+    with tqdm.tqdm(total=steps_per_epoch, initial=step - epoch * steps_per_epoch, unit='step', leave=True,
+                   desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not chief, dynamic_ncols=True) as bar:
+      started, since = time.perf_counter(), step
+      while step < end:
+        loss = float(_next_step(trainer, iterator, train_files, meta))
+        step = int(trainer.step.numpy())
+        bar.update(1)
+        bar.set_postfix(loss=f'{loss:.4f}')
+        if step % cfg.log_every == 0 or step == end:
+          now = time.perf_counter()
+          with writers['train'].as_default(step=step):
+            tf.summary.scalar('loss', loss)
+            tf.summary.scalar('learning_rate', tf.convert_to_tensor(trainer.optimizer.learning_rate))
+            tf.summary.scalar('images_per_second', (step - since) * trainer.global_batch / (now - started))
+          started, since = now, step
+        if step % cfg.checkpoint_every == 0 or step == end:
+          manager.save(checkpoint_number=step)
+    if chief and val_ds is not None:
+      summary, samples = validate(trainer, val_ds, ab_weights, cfg)
+      with writers['val'].as_default(step=step):
+        for key, value in summary.items():
+          if key not in ('n', 'n_ssim'):
+            tf.summary.scalar(key if key == 'loss' else f'metrics/{key}', value)
+        if samples:
+          tf.summary.image('samples', tf.stack(samples), max_outputs=len(samples),
+                           description='grey | predicted | truth (validation images, whole canvas)')
+      logging.info('epoch %d: %s', epoch + 1, ', '.join(f'{k} {v:.4g}' for k, v in summary.items()))
+  for writer in writers.values():
+    writer.flush()
+  if not chief:
+    shutil.rmtree(own_dir, ignore_errors=True)
+  path = export.export(cfg.job_dir) if chief and cfg.export else None
+  return {'step': step, 'loss': loss, 'export': path}
+
+
+def main(argv):
+  console.quiet_tensorflow_info()
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not FLAGS.data or not FLAGS['job-dir'].value:
+    raise app.UsageError('--data DIR (the preprocessing output) and --job-dir DIR are required')
+  cfg = Config(**{f.name: FLAGS[f.name.replace('_', '-')].value for f in dataclasses.fields(Config)})
+  try:
+    result = train(cfg)
+  except (schema.SchemaError, jobdir.RunError, embedder.EmbedderError, export.ExportError,
+          app.UsageError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  loss = f' (loss {result["loss"]:.4f})' if np.isfinite(result['loss']) else ' (nothing left to train)'
+  print(f'Training finished at step {result["step"]}{loss}'
+        + (f'; exported {result["export"]}' if result['export'] else ''), flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)
