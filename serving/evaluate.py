@@ -1,0 +1,199 @@
+r"""Evaluate an exported colorizer against colour ground truth, beside the grey baseline (ab = 0).
+
+  python -m serving.evaluate --model EXPORT_DIR --images DIR_OR_GLOB [--report DIR] [--limit N] [--sample N]
+
+Each colour photo is decoded with the pipeline's decoder, given to the model as a lossless PNG (so the model
+sees exactly the truth's lightness) through the `colorize_png` signature, and the colour image that comes back
+at full resolution is compared with the photo by trainer.metrics (PSNR, SSIM, colourfulness and dCF, AuC plain
+and class-rebalanced with the weights of the model's own training histogram). The grey baseline is the photo's
+own L with a = b = 0. Greyscale photos have no colour to compare with and are skipped (and listed).
+With --report: summary.json, per_image.csv and report.html (a grid of grey input | model | truth).
+"""
+import csv
+import dataclasses
+import io
+import json
+import posixpath
+import sys
+
+from pipeline import quiet
+
+tf = quiet.tensorflow()
+
+import numpy as np
+from absl import app, flags
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline import colour, decode
+from serving import files, inputs, model, report_html
+from trainer import abbins, metrics
+
+SYSTEMS = ('model', 'grey_baseline')
+THUMBNAIL = 256
+
+
+@dataclasses.dataclass
+class Evaluation:
+  rows: list = dataclasses.field(default_factory=list)      # per image: path, size, model_*, grey_baseline_*
+  samples: list = dataclasses.field(default_factory=list)   # (path, grey, model, truth thumbnails, row)
+  skipped: list = dataclasses.field(default_factory=list)   # (path, reason)
+  failed: list = dataclasses.field(default_factory=list)    # (path, reason)
+
+  def summary(self):
+    return {s: metrics.summarize([{k: r[f'{s}_{k}'] for k in metrics.KEYS} for r in self.rows]) for s in SYSTEMS}
+
+
+def _png(rgb):
+  buf = io.BytesIO()
+  Image.fromarray(rgb).save(buf, format='PNG', compress_level=1)
+  return buf.getvalue()
+
+
+def _thumbnail(rgb):
+  img = Image.fromarray(rgb)
+  img.thumbnail((THUMBNAIL, THUMBNAIL))
+  return np.asarray(img)
+
+
+def _load(source, max_pixels):
+  """(truth rgb uint8, None) or (None, (kind, reason)) with kind 'failed' or 'skipped'."""
+  try:
+    rgb, _ = decode.decode(files.read(source.url), max_pixels=max_pixels)
+  except decode.DecodeError as e:
+    return None, ('failed', str(e))
+  except OSError as e:
+    return None, ('failed', f'cannot read it: {e.strerror or e}')
+  if not inputs.has_colour(rgb):
+    return None, ('skipped', 'greyscale: there is no colour to compare with')
+  return rgb, None
+
+
+def rebalance_weights(colorizer):
+  """The class-rebalancing weights of the model's training histogram (colorizer.json), or None."""
+  hist = colorizer.info.get('ab_histogram') or {}
+  counts = hist.get('counts')
+  return abbins.rebalance_weights_grid(counts) if counts is not None else None
+
+
+def evaluate(colorizer, specs, limit=None, sample=24, batch_size=8, max_pixels=decode.DEFAULT_MAX_PIXELS,
+             progress=True):
+  found, missing = files.expand(specs)
+  found = found[:limit] if limit else found
+  result = Evaluation(failed=list(missing))
+  weights = rebalance_weights(colorizer)
+  stride = max(1, len(found) // sample) if sample else 0
+  with tqdm(total=len(found), unit='img', desc='evaluating', disable=not progress, file=sys.stderr) as bar:
+    for start in range(0, len(found), batch_size):
+      batch = []
+      for index, source in enumerate(found[start:start + batch_size], start):
+        truth, problem = _load(source, max_pixels)
+        if problem:
+          (result.failed if problem[0] == 'failed' else result.skipped).append((source.url, problem[1]))
+          bar.update()
+        else:
+          batch.append((index, source, truth))
+      outputs = colorizer.colorize([_png(truth) for _, _, truth in batch], 'png')
+      for (index, source, truth), out in zip(batch, outputs):
+        bar.update()
+        if isinstance(out, Exception):
+          result.failed.append((source.url, str(out)))
+          continue
+        pred = tf.io.decode_png(out, channels=3)
+        true_lab = colour.rgb_to_lab(tf.cast(truth, tf.float32) / 255.0)
+        pred_lab = colour.rgb_to_lab(tf.cast(pred, tf.float32) / 255.0)
+        grey_lab = tf.concat([true_lab[..., :1], tf.zeros_like(true_lab[..., 1:])], axis=-1)
+        row = {'path': source.url, 'height': truth.shape[0], 'width': truth.shape[1]}
+        for system, lab in (('model', pred_lab), ('grey_baseline', grey_lab)):
+          row.update({f'{system}_{k}': v for k, v in metrics.image_metrics(lab, true_lab, weights).items()})
+        result.rows.append(row)
+        if stride and index % stride == 0 and len(result.samples) < sample:
+          grey = tf.cast(tf.round(colour.lab_to_rgb(grey_lab) * 255.0), tf.uint8).numpy()
+          result.samples.append((source.url, _thumbnail(grey), _thumbnail(pred.numpy()), _thumbnail(truth), row))
+  return result
+
+
+def table(summary):
+  """The summary as a small text table, model beside the grey baseline."""
+  labels = [('PSNR (dB)', 'psnr', '{:.2f}'), ('SSIM', 'ssim', '{:.4f}'), ('AuC', 'auc', '{:.4f}'),
+            ('AuC rebalanced', 'auc_rebalanced', '{:.4f}'), ('colourfulness', 'cf_pred', '{:.2f}'),
+            ('dCF (truth CF {:.2f})'.format(summary['model'].get('cf_true', float('nan'))), 'delta_cf', '{:.2f}')]
+  lines = [f'{"":24}{"model":>12}{"grey baseline":>16}']
+  for label, key, fmt in labels:
+    lines.append(f'{label:24}' + ''.join(f'{fmt.format(summary[s].get(key, float("nan"))):>{w}}'
+                                         for s, w in zip(SYSTEMS, (12, 16))))
+  return '\n'.join(lines)
+
+
+def model_description(colorizer):
+  info = colorizer.info
+  return {'path': colorizer.path, 'version': colorizer.version,
+          **{k: info.get(k) for k in ('model', 'loss', 'embedder', 'image_size', 'step')}}
+
+
+def write_report(report_dir, colorizer, result):
+  summary = result.summary()
+  doc = {'model': model_description(colorizer), 'images': len(result.rows), 'metrics': summary,
+         'skipped': [{'path': p, 'reason': r} for p, r in result.skipped],
+         'failed': [{'path': p, 'reason': r} for p, r in result.failed]}
+  files.write(posixpath.join(report_dir, 'summary.json'), json.dumps(doc, indent=2).encode())
+  buf = io.StringIO()
+  if result.rows:
+    writer = csv.DictWriter(buf, fieldnames=list(result.rows[0]))
+    writer.writeheader()
+    writer.writerows(result.rows)
+  files.write(posixpath.join(report_dir, 'per_image.csv'), buf.getvalue().encode())
+  files.write(posixpath.join(report_dir, 'report.html'),
+              report_html.render(doc, result.samples, test_model=_test_model_warning(colorizer)).encode())
+
+
+def _test_model_warning(colorizer):
+  embedder = colorizer.info.get('embedder')
+  weights = embedder.get('weights') if isinstance(embedder, dict) else None
+  return (f'This model\'s embedder has {weights} weights (a test model): its colours mean nothing.'
+          if weights == 'random' else '')
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command line's flags, defined only when run as a program (see serving.colorize.define_flags)."""
+  flags.DEFINE_string('model', None, 'Export directory (DIR/<version>/saved_model.pb) or a version directory.',
+                      required=True)
+  flags.DEFINE_multi_string('images', None, 'Colour photos: folder (recursive), glob, file or gs:// path; '
+                            'repeatable.', required=True)
+  flags.DEFINE_string('report', None, 'Directory (local or gs://) for summary.json, per_image.csv, report.html.')
+  flags.DEFINE_integer('limit', None, 'Evaluate only the first N images (in path order).', lower_bound=1)
+  flags.DEFINE_integer('sample', 24, 'Images shown in the report\'s grid.', lower_bound=0)
+  flags.DEFINE_integer('batch-size', 8, 'Images per model call.', lower_bound=1)
+  flags.DEFINE_integer('max-pixels', decode.DEFAULT_MAX_PIXELS, 'Refuse images with more pixels.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments {argv[1:]}: pass the photos with --images')
+  try:
+    colorizer = model.Colorizer(FLAGS.model)
+  except model.ModelError as e:
+    raise app.UsageError(str(e)) from None
+  result = evaluate(colorizer, FLAGS.images, FLAGS.limit, FLAGS.sample, FLAGS['batch-size'].value,
+                    FLAGS['max-pixels'].value)
+  warning = _test_model_warning(colorizer)
+  if warning:
+    print(f'WARNING: {warning}')
+  print(f'{len(result.rows)} image(s) evaluated, {len(result.skipped)} skipped (greyscale), '
+        f'{len(result.failed)} failed.')
+  for path, reason in result.failed:
+    print(f'  FAILED {path}: {reason}')
+  if result.rows:
+    print(table(result.summary()))
+  if FLAGS.report:
+    write_report(FLAGS.report, colorizer, result)
+    print(f'Report: {posixpath.join(FLAGS.report, "report.html")} (and summary.json, per_image.csv)')
+  return 1 if result.failed or not result.rows else 0
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

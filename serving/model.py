@@ -1,0 +1,117 @@
+"""The one model loader of every front end: load the exported SavedModel once and call its signatures.
+
+The export (trainer/export.py) is a TF Serving model base: EXPORT_DIR/<version>/saved_model.pb with
+  serving_default  image_bytes tf.string [N] (any size, any common format) -> image_bytes: JPEG, same size
+  colorize_png     the same with PNG output
+  raw              l float32 [N, S, S, 1] (L canvas) -> ab [N, S, S, 2], embedding
+and assets.extra/colorizer.json describing the model. All image work (decode, letterbox, embed, predict,
+un-letterbox, upsample, join with the full-resolution L, encode) happens inside the graph, so the CLI, the web
+page, the REST API, evaluation and TF Serving itself all produce the same bytes.
+"""
+import json
+import posixpath
+
+import tensorflow as tf
+
+from trainer import export
+
+SIGNATURES = ('serving_default', 'colorize_png', 'raw')
+FORMATS = {'jpeg': 'serving_default', 'png': 'colorize_png'}
+
+
+class ModelError(RuntimeError):
+  """The model directory does not hold a usable export."""
+
+
+class ColorizeError(RuntimeError):
+  """One image the model could not colour (the others in its batch still are)."""
+
+
+def find_version(model_dir):
+  """(version dir, version) of an export base (highest numbered version) or of a version dir itself."""
+  model_dir = model_dir.rstrip('/')
+  if tf.io.gfile.exists(posixpath.join(model_dir, 'saved_model.pb')):
+    name = posixpath.basename(model_dir)
+    return model_dir, int(name) if name.isdigit() else 0
+  if not tf.io.gfile.isdir(model_dir):
+    raise ModelError(f'{model_dir} does not exist: pass --model the export directory that '
+                     'python -m trainer.export --job-dir JOB_DIR wrote (JOB_DIR/export)')
+  versions = [int(d.rstrip('/')) for d in tf.io.gfile.listdir(model_dir) if d.rstrip('/').isdigit()
+              and tf.io.gfile.exists(posixpath.join(model_dir, d.rstrip('/'), 'saved_model.pb'))]
+  if not versions:
+    raise ModelError(f'{model_dir} holds no SavedModel: expected {model_dir}/<version>/saved_model.pb, as '
+                     'python -m trainer.export --job-dir JOB_DIR writes it to JOB_DIR/export')
+  version = max(versions)
+  return posixpath.join(model_dir, str(version)), version
+
+
+def first_line(error):
+  text = getattr(error, 'message', None) or str(error)
+  return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+class Colorizer:
+  """An exported colorizer, loaded once; thread-safe (TF concrete functions may be called concurrently)."""
+
+  def __init__(self, model_dir):
+    self.path, self.version = find_version(model_dir)
+    try:
+      self._model = tf.saved_model.load(self.path)
+    except Exception as e:  # TF raises many kinds for a broken export
+      raise ModelError(f'cannot load the SavedModel in {self.path}: {first_line(e)}') from e
+    missing = [s for s in SIGNATURES if s not in self._model.signatures]
+    if missing:
+      raise ModelError(f'{self.path} lacks the signature(s) {", ".join(missing)}: re-export it with '
+                       'python -m trainer.export')
+    self.info = self._read_info()
+
+  def _read_info(self):
+    path = posixpath.join(self.path, export.INFO_FILE)
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+    except (tf.errors.NotFoundError, json.JSONDecodeError) as e:
+      raise ModelError(f'{path} is missing or broken ({first_line(e)}): re-export the model with '
+                       'python -m trainer.export') from e
+
+  @property
+  def image_size(self):
+    return int(self.info['image_size'])
+
+  def signature(self, name):
+    return self._model.signatures[name]
+
+  def __call__(self, name, **inputs):
+    """Run signature `name` on numpy / list inputs; returns {output name: numpy array}."""
+    return {k: v.numpy() for k, v in self.signature(name)(**inputs).items()}
+
+  def colorize(self, images, fmt='jpeg'):
+    """Encoded images -> per image the encoded colour image (bytes) or a ColorizeError, in order.
+
+    One graph call for the whole batch; if it fails (a file that passed the header check but does not
+    decode), each image is retried alone so that one bad file costs only itself.
+    """
+    if not images:
+      return []
+    name = FORMATS[fmt]
+    try:
+      return list(self(name, image_bytes=tf.constant(images, tf.string))['image_bytes'])
+    except tf.errors.OpError as e:
+      if len(images) == 1:
+        return [ColorizeError(f'the model cannot decode or colour it: {first_line(e)}')]
+    return [result for image in images for result in self.colorize([image], fmt)]
+
+  def signature_defs(self):
+    """TF Serving's signature_def map (GET /v1/models/NAME/metadata) for the loaded signatures."""
+    def tensors(specs):
+      return {k: {'dtype': 'DT_' + s.dtype.name.upper(), 'name': k,
+                  'tensor_shape': {'dim': [{'size': str(-1 if d is None else d), 'name': ''} for d in s.shape],
+                                   'unknown_rank': False}}
+              for k, s in specs.items()}
+    defs = {}
+    for name in SIGNATURES:
+      fn = self.signature(name)
+      defs[name] = {'inputs': tensors(fn.structured_input_signature[1]),
+                    'outputs': tensors(fn.structured_outputs),
+                    'method_name': 'tensorflow/serving/predict'}
+    return defs

@@ -1,0 +1,79 @@
+"""One real exported colorizer for the serving tests, built once per test process.
+
+Real records (the Beam job on scikit-image's photos, random MobileNetV2 embedder), two training steps and the
+real export: the serving tests exercise the graph users get, only with untrained weights.
+"""
+import atexit
+import functools
+import io
+import os
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+import skimage.data
+from PIL import Image
+
+from serving import model
+
+
+def build_export(root, embedder='mobilenet_v2', width=0.25, photos=6):
+  """Export base directory of a colorizer trained for two steps on the Beam job's records of sample photos
+  (random embedder weights). Also used by benchmarks/serve.py, with the full-size model."""
+  from pipeline import preprocess, sources
+  from trainer import task
+  root = pathlib.Path(root)
+  (root / 'photos').mkdir(parents=True)
+  for path in sources.sample_photos()[:photos]:
+    shutil.copy(path, root / 'photos')
+  preprocess.run(['prog', '--input', str(root / 'photos'), '--output', str(root / 'records'),
+                  '--embedder', embedder, '--embedder-weights', 'random', '--runner', 'DirectRunner',
+                  '--num-shards', '1', '--val-fraction', '0.3'])
+  result = task.train(task.Config(data=str(root / 'records'), job_dir=str(root / 'job'), epochs=1,
+                                  steps_per_epoch=2, batch_size=2, width=width, val_images=2, sample_images=0))
+  return os.path.dirname(result['export'])
+
+
+@functools.cache
+def export_dir():
+  """The tests' model, built once per test process (a small width keeps it quick)."""
+  root = tempfile.mkdtemp(prefix='serving-model-')
+  atexit.register(shutil.rmtree, root, ignore_errors=True)
+  return build_export(root)
+
+
+@functools.cache
+def colorizer():
+  return model.Colorizer(export_dir())
+
+
+def jpeg(rgb_or_grey, quality=90):
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(rgb_or_grey)).save(buf, 'JPEG', quality=quality)
+  return buf.getvalue()
+
+
+def png(array):
+  buf = io.BytesIO()
+  Image.fromarray(np.asarray(array)).save(buf, 'PNG')
+  return buf.getvalue()
+
+
+def grey_photo(height=None, width=None):
+  """A black-and-white photo (uint8 [H, W]): scikit-image's camera, cropped or tiled to the size asked."""
+  cam = skimage.data.camera()
+  if height is None:
+    return cam
+  reps = (-(-height // cam.shape[0]), -(-width // cam.shape[1]))
+  return np.tile(cam, reps)[:height, :width]
+
+
+def decoded(data):
+  return np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))
+
+
+def chroma(rgb):
+  """Mean (max - min) over R, G, B: 0 for greys."""
+  rgb = np.asarray(rgb, np.int16)
+  return float((rgb.max(-1) - rgb.min(-1)).mean())

@@ -1,0 +1,138 @@
+"""The model loader, the input checks and the request batcher, on the real export."""
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import corpus
+import serving_model as sm
+from serving import batching, inputs, model
+
+
+@pytest.fixture(scope='module')
+def colorizer():
+  return sm.colorizer()
+
+
+@pytest.fixture(scope='module')
+def odd_files(tmp_path_factory):
+  return corpus.write(tmp_path_factory.mktemp('corpus'))
+
+
+def test_export_base_resolves_to_its_highest_version(tmp_path):
+  base = tmp_path / 'export'
+  version_dir = os.path.join(sm.export_dir(), str(sm.colorizer().version))
+  for v in (3, 12):
+    shutil.copytree(version_dir, base / str(v))
+  (base / '99-partial').mkdir()          # not a version: ignored
+  (base / '40').mkdir()                  # no saved_model.pb (an export in progress): ignored
+  assert model.find_version(str(base)) == (str(base / '12'), 12)
+  assert model.find_version(str(base / '3')) == (str(base / '3'), 3)
+
+
+def test_a_directory_without_a_model_says_what_to_pass(tmp_path):
+  with pytest.raises(model.ModelError, match='trainer.export'):
+    model.Colorizer(str(tmp_path))
+  with pytest.raises(model.ModelError, match='does not exist'):
+    model.Colorizer(str(tmp_path / 'nope'))
+
+
+def test_model_info_is_read(colorizer):
+  assert colorizer.image_size == 256
+  assert np.asarray(colorizer.info['ab_histogram']['counts']).shape == (23, 23)
+
+
+@pytest.mark.parametrize('fmt', ['jpeg', 'png'])
+@pytest.mark.parametrize('height, width', [(64, 64), (300, 451), (1000, 37)])
+def test_output_has_the_inputs_size_and_colour(colorizer, fmt, height, width):
+  grey = sm.grey_photo(height, width)
+  (out,) = colorizer.colorize([sm.jpeg(grey)], fmt)
+  rgb = sm.decoded(out)
+  assert rgb.shape == (height, width, 3)
+  assert (out[:4] == b'\x89PNG') == (fmt == 'png')
+  assert sm.chroma(rgb) > 1.0            # colour, not grey
+
+
+def test_batch_equals_the_signature_and_isolates_a_bad_image(colorizer):
+  good = [sm.jpeg(sm.grey_photo(120, 90)), sm.png(sm.grey_photo(50, 70))]
+  direct = colorizer.signature('serving_default')(image_bytes=tf.constant(good))['image_bytes'].numpy()
+  results = colorizer.colorize([good[0], b'\xff\xd8 not really a jpeg', good[1]])
+  assert isinstance(results[1], model.ColorizeError) and 'cannot decode' in str(results[1])
+  for got, want in zip([results[0], results[2]], direct):
+    np.testing.assert_allclose(sm.decoded(got), sm.decoded(want), atol=2)   # batch of 1 vs 2: float noise
+
+
+def test_plain_grey_jpeg_passes_through_untouched():
+  data = sm.jpeg(sm.grey_photo())
+  p = inputs.prepare(data)
+  assert p.data is data and not p.converted and not p.colour and (p.height, p.width) == (512, 512)
+
+
+def test_colour_inputs_are_recognised():
+  assert inputs.prepare(sm.jpeg(sm.skimage.data.astronaut())).colour
+  assert inputs.prepare(sm.png(sm.skimage.data.coffee())).colour
+  rgb_grey = np.repeat(sm.grey_photo()[..., None], 3, axis=-1)   # a B&W scan saved as RGB
+  assert not inputs.prepare(sm.jpeg(rgb_grey)).colour
+
+
+@pytest.mark.parametrize('name', ['exif-rotated.jpg', 'cmyk.jpg', 'deep16.png', 'rgba.png', 'animated.gif',
+                                  'tiny.bmp'])
+def test_odd_formats_are_converted_with_the_pipelines_decoder(colorizer, odd_files, name):
+  data = odd_files[name].read_bytes()
+  p = inputs.prepare(data)
+  rgb, size = inputs.decode.decode(data)
+  assert p.converted and (p.height, p.width) == tuple(size) == rgb.shape[:2]
+  (out,) = colorizer.colorize([p.data])
+  assert sm.decoded(out).shape[:2] == rgb.shape[:2]     # e.g. EXIF rotation applied: 80 x 40, not 40 x 80
+
+
+@pytest.mark.parametrize('name, message', [('zero-byte.jpg', 'empty'), ('text.JPEG', 'not an image'),
+                                           ('truncated.jpg', 'corrupt'), ('bomb.png', 'pixels')])
+def test_bad_inputs_are_refused_with_the_reason(odd_files, name, message):
+  with pytest.raises(inputs.InputError, match=message) as e:
+    inputs.prepare(odd_files[name].read_bytes(), max_pixels=10_000_000)
+  assert e.value.status == (413 if name == 'bomb.png' else 400)
+
+
+def test_byte_limit():
+  with pytest.raises(inputs.InputError, match='over the limit of 1000') as e:
+    inputs.prepare(sm.jpeg(sm.grey_photo()), max_bytes=1000)
+  assert e.value.status == 413
+
+
+def test_batcher_batches_concurrent_items_and_keeps_order():
+  sizes = []
+
+  def run(items):
+    sizes.append(len(items))
+    time.sleep(0.05)    # a model call
+    return [ValueError(f'bad {i}') if i % 5 == 4 else i * 10 for i in items]
+
+  b = batching.Batcher(run, max_batch=4)
+  results = {}
+
+  def client(i):
+    try:
+      results[i] = b.submit(i).result(timeout=10)
+    except ValueError as e:
+      results[i] = str(e)
+
+  threads = [threading.Thread(target=client, args=(i,)) for i in range(10)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert results == {i: f'bad {i}' if i % 5 == 4 else i * 10 for i in range(10)}
+  assert max(sizes) > 1 and max(sizes) <= 4 and sum(sizes) == 10
+
+
+def test_batcher_survives_a_failing_run():
+  b = batching.Batcher(lambda items: 1 / 0)
+  with pytest.raises(ZeroDivisionError):
+    b.submit(1).result(timeout=10)
+  b._run = lambda items: items     # the worker is still alive
+  assert b.submit(7).result(timeout=10) == 7
