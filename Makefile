@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= demo-output
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench clean browser
 
 venv: $(STAMP)
 
@@ -20,8 +20,20 @@ demo: $(STAMP)
 	$(BIN)/python -m pipeline.preprocess --output $(OUT)/records --embedder mobilenet_v2 \
 	    --embedder-weights random --runner DirectRunner
 	$(BIN)/python -m pipeline.inspect $(OUT)/records --limit 2
+	$(BIN)/python -m trainer.task --data $(OUT)/records --job-dir $(OUT)/job --epochs 1 --steps-per-epoch 10 \
+	    --batch-size 4 --noexport
+	$(BIN)/python -m trainer.export --job-dir $(OUT)/job
+	$(BIN)/python -m serving.colorize --model $(OUT)/job/export --output $(OUT)/coloured \
+	    $$($(BIN)/python -c 'import os, skimage.data; print(os.path.join(os.path.dirname(skimage.data.__file__), "camera.png"))')
 
-test: $(STAMP)
+# Debian's Chromium, which tests/test_app_browser.py drives through Playwright (Playwright's own browser
+# download cannot work offline). Installed only when missing; as root directly, else through sudo.
+browser:
+	@test -x /usr/bin/chromium || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium \
+	    >/dev/null && echo 'installed /usr/bin/chromium'; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
 clean:

@@ -15,6 +15,7 @@ setuptools.setup(
     python_requires='>=3.10,<3.13',
     install_requires=[
         'tensorflow>=2.21,<2.22',
+        'tensorboard>=2.21,<2.22',  # TF 2.21 no longer installs it, and tf.summary needs it
         'apache-beam[gcp]>=2.77,<2.78',
         'tensorflow-datasets>=4.9.10,<4.10',
         'importlib_resources>=6',  # TFDS 4.9.10 imports it to prepare datasets but does not declare it
@@ -25,10 +26,12 @@ setuptools.setup(
         'tfrecord>=1.14',
         'pillow>=10',
         'scikit-image>=0.24',      # sample photos for the default run
+        'scipy>=1.11',             # smoothing the ab prior (trainer/abbins.py)
         'tqdm>=4.66',
     ],
     extras_require={
         'gpu': ['tensorflow[and-cuda]>=2.21,<2.22'],
-        'test': ['pytest>=8'],
+        'test': ['pytest>=8', 'playwright>=1.65',   # playwright drives Debian's chromium (make browser)
+                 'gcp-storage-emulator>=2026.7.19'],  # the GCS emulator of tests/gcs.py (batch copy: Beam's sinks)
     },
 )
