@@ -67,12 +67,21 @@ def dequantize_lab(q):
   return tf.concat([q[..., :1] / L_SCALE, q[..., 1:] - AB_OFFSET], axis=-1)
 
 
+def ab_cells(ab):
+  """ab [..., 2] -> int32 [..., 2] (a cell, b cell) indices of the histogram grid, clipped at its edges.
+
+  The one binning of ab values: the histogram here, the trainer's in-gamut classes and rebalancing weights,
+  and the rebalanced AuC metric all use it.
+  """
+  import tensorflow as tf
+  cell = tf.floor((tf.cast(ab, tf.float32) - AB_HIST_MIN) / AB_HIST_BIN)
+  return tf.clip_by_value(tf.cast(cell, tf.int32), 0, AB_HIST_BINS - 1)
+
+
 def ab_histogram(lab, box):
   """Counts of the content box's ab values in the metadata's grid: int64 [AB_HIST_BINS, AB_HIST_BINS]."""
   import tensorflow as tf
-  ab = lab[box[0]:box[0] + box[2], box[1]:box[1] + box[3], 1:]
-  cell = tf.clip_by_value(tf.cast(tf.floor((tf.reshape(ab, [-1, 2]) - AB_HIST_MIN) / AB_HIST_BIN), tf.int32),
-                          0, AB_HIST_BINS - 1)
+  cell = ab_cells(tf.reshape(lab[box[0]:box[0] + box[2], box[1]:box[1] + box[3], 1:], [-1, 2]))
   counts = tf.math.bincount(cell[:, 0] * AB_HIST_BINS + cell[:, 1], minlength=AB_HIST_BINS ** 2,
                             maxlength=AB_HIST_BINS ** 2, dtype=tf.int64)
   return tf.reshape(counts, [AB_HIST_BINS, AB_HIST_BINS])

@@ -80,7 +80,7 @@ def test_ab_cells_match_the_pipelines_histogram():
   lab = np.concatenate([rng.uniform(0, 100, (32, 32, 1)), rng.uniform(-130, 130, (32, 32, 2))],
                        axis=-1).astype(np.float32)
   expected = schema.ab_histogram(tf.constant(lab), tf.constant([0, 0, 32, 32])).numpy()
-  cells = metrics.ab_cells(lab[..., 1:].reshape(-1, 2)).numpy()
+  cells = schema.ab_cells(lab[..., 1:].reshape(-1, 2)).numpy()
   counts = np.zeros((23, 23), np.int64)
   np.add.at(counts, (cells[:, 0], cells[:, 1]), 1)
   np.testing.assert_array_equal(counts, expected)

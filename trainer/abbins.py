@@ -27,12 +27,6 @@ _GRID = schema.AB_HIST_BINS
 CELL_CENTRES = schema.AB_HIST_MIN + schema.AB_HIST_BIN * (np.arange(_GRID) + 0.5)
 
 
-def _cells(ab):
-  """ab [..., 2] -> (a cell, b cell) indices in schema's histogram grid, clipped at its edges."""
-  cell = tf.floor((tf.cast(ab, tf.float32) - schema.AB_HIST_MIN) / schema.AB_HIST_BIN)
-  return tf.clip_by_value(tf.cast(cell, tf.int32), 0, _GRID - 1)
-
-
 def _cube_faces():
   """float32 [6 * 256 * 256, 3]: the 8-bit sRGB colours on the six faces of the RGB cube, in [0, 1]."""
   levels = tf.range(256, dtype=tf.float32) / 255.0
@@ -48,7 +42,7 @@ def _cube_faces():
 
 def _grid_hit(rgb):
   """bool [23, 23]: the histogram cells the colours rgb [N, 3] fall in."""
-  cells = _cells(colour.rgb_to_lab(rgb)[..., 1:]).numpy()
+  cells = schema.ab_cells(colour.rgb_to_lab(rgb)[..., 1:]).numpy()
   hit = np.zeros((_GRID, _GRID), bool)
   hit[cells[:, 0], cells[:, 1]] = True
   return hit

@@ -60,12 +60,6 @@ def _colourfulness(rgb):
   return spread + 0.3 * mean
 
 
-def ab_cells(ab):
-  """ab [..., 2] -> int32 [..., 2] cell indices of pipeline.schema's histogram grid (clipped at its edges)."""
-  cell = tf.floor((tf.cast(ab, tf.float32) - schema.AB_HIST_MIN) / schema.AB_HIST_BIN)
-  return tf.clip_by_value(tf.cast(cell, tf.int32), 0, schema.AB_HIST_BINS - 1)
-
-
 def _auc(distance, weights):
   """Weighted AuC of the cumulative accuracy over thresholds 0..150 (trapezoid rule, normalised to [0, 1])."""
   # A pixel is within threshold t from t = ceil(distance) on: a weighted histogram of that first threshold
@@ -91,7 +85,7 @@ def _metrics(pred_lab, true_lab, ab_weights):
       'cf_pred': _colourfulness(pred_rgb),
       'cf_true': _colourfulness(true_rgb),
       'auc': _auc(distance, tf.ones_like(distance)),
-      'auc_rebalanced': _auc(distance, tf.gather_nd(ab_weights, ab_cells(true_ab))),
+      'auc_rebalanced': _auc(distance, tf.gather_nd(ab_weights, schema.ab_cells(true_ab))),
   }
 
 
