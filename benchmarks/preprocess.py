@@ -30,7 +30,7 @@ SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 's
 def bare_embedder(canvases, args):
   model = embedder.build(args.embedder, args.weights, args.precision)
   call = tf.function(lambda q: model(tf.cast(q, tf.float32)[..., None] * (100.0 / 255.0), training=False),
-                     input_signature=[tf.TensorSpec([None, 256, 256], tf.uint8)])
+                     input_signature=[tf.TensorSpec([None, 256, 256], tf.uint8)], autograph=False)
   batches = [canvases[i:i + args.batch_size] for i in range(0, len(canvases), args.batch_size)]
   call(batches[0]).numpy()  # trace
   rates = []

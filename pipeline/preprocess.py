@@ -181,10 +181,6 @@ def main(_):
   std_logging.getLogger('apache_beam').setLevel(std_logging.WARNING)
   # Local multi-processing workers relay Beam's own start-up warnings (unparseable internal args) through this.
   std_logging.getLogger('apache_beam.runners.portability.local_job_service').setLevel(std_logging.ERROR)
-  # RunInference's optional ModelManager import fails without torch, after which every model load logs that
-  # memory usage is unavailable (directly, or relayed from worker processes): nothing a user can act on.
-  for handler in std_logging.getLogger().handlers:
-    handler.addFilter(lambda r: 'Resource module is not available' not in r.getMessage())
   try:
     summary = run(sys.argv)
   except (embedder.EmbedderError, cloud.PathError, app.UsageError) as e:

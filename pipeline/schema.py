@@ -124,15 +124,30 @@ def parse_batch(serialized, metadata):
   })
   q = tf.map_fn(lambda b: tf.ensure_shape(tf.io.decode_png(b, channels=3), [s, s, 3]), parsed['lab'],
                 fn_output_signature=tf.TensorSpec([s, s, 3], tf.uint8))
-  emb = tf.io.decode_raw(parsed['embedding'], tf.float16, little_endian=True)
+  emb = _half_to_float(tf.io.decode_raw(parsed['embedding'], tf.uint16, little_endian=True))
   return {
       'key': parsed['key'],
       'label': parsed['label'],
       'lab': dequantize_lab(q),
       'box': tf.cast(parsed['box'], tf.int32),
       'size': tf.cast(parsed['size'], tf.int32),
-      'embedding': tf.cast(tf.ensure_shape(emb, [None, dim]), tf.float32),
+      'embedding': tf.ensure_shape(emb, [None, dim]),
   }
+
+
+def _half_to_float(bits):
+  """IEEE float16 bit patterns (uint16) -> float32, exactly (subnormals included).
+
+  Arithmetic rather than tf.cast: casting float16 makes this CPU build print an oneDNN 'DT_HALF' error line in
+  every process that reads records (the embeddings of softmax outputs are mostly subnormal halves anyway).
+  """
+  import tensorflow as tf
+  bits = tf.cast(bits, tf.int32)
+  exponent = tf.cast(tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 10), 0x1f), tf.float32)
+  mantissa = tf.cast(tf.bitwise.bitwise_and(bits, 0x3ff), tf.float32)
+  magnitude = tf.where(exponent > 0, (1.0 + mantissa / 1024.0) * tf.pow(2.0, exponent - 15.0),
+                       mantissa * 2.0 ** -24)
+  return tf.where(bits >= 0x8000, -magnitude, magnitude)
 
 
 def list_shards(data_dir, split):

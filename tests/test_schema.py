@@ -41,6 +41,14 @@ def test_write_then_read_round_trip():
   np.testing.assert_allclose(parsed['embedding'][0].numpy(), np.linspace(0, 1, 10), atol=1e-3)
 
 
+def test_embedding_halves_decode_exactly():
+  values = np.array([1.0, -2.5, 1e-3, 65504, 0, 6.1e-5, 3e-6, 5.96e-8, -1e-7], np.float16)
+  raw = schema.serialize('k', -1, '', b'', [0, 0, 1, 1], [1, 1], values)
+  parsed = tf.io.parse_example(tf.constant([raw]), {'embedding': tf.io.FixedLenFeature([], tf.string)})
+  got = schema._half_to_float(tf.io.decode_raw(parsed['embedding'], tf.uint16)).numpy()[0]
+  np.testing.assert_array_equal(got, values.astype(np.float32))
+
+
 def test_tf_free_reader_decodes_the_same_record(tmp_path):
   lab, serialized, box = _record()
   with tf.io.TFRecordWriter(str(tmp_path / 'train-00000-of-00001.tfrecord')) as w:
