@@ -22,15 +22,14 @@ from pipeline import quiet
 tf = quiet.tensorflow()
 import numpy as np
 
-from pipeline import colour, decode, embedder, letterbox, preprocess, schema
+from pipeline import colour, decode, embed_handler, embedder, letterbox, preprocess, schema
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared')
 
 
 def bare_embedder(canvases, args):
   model = embedder.build(args.embedder, args.weights, args.precision)
-  call = tf.function(lambda q: model(tf.cast(q, tf.float32)[..., None] * (100.0 / 255.0), training=False),
-                     input_signature=[tf.TensorSpec([None, 256, 256], tf.uint8)], autograph=False)
+  call = embed_handler.stored_l_embedder(model, 256)  # exactly what the job's RunInference calls
   batches = [canvases[i:i + args.batch_size] for i in range(0, len(canvases), args.batch_size)]
   call(batches[0]).numpy()  # trace
   rates = []

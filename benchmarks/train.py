@@ -25,7 +25,7 @@ tf = quiet.tensorflow()
 
 from absl import app, flags
 
-from trainer import console, data, model as model_lib, task
+from trainer import console, data, task
 
 # --data, --batch-size, --width, --model, --loss and --strategy are trainer.task's own flags.
 flags.DEFINE_integer('steps', 10, 'Timed train steps per measurement (after 2 warm-up steps).')

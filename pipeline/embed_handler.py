@@ -27,13 +27,10 @@ class EmbedderHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
   def load_model(self):
     from pipeline import quiet
-    tf = quiet.tensorflow()
+    quiet.tensorflow()  # may be the worker's first TF import: keep its notices off the terminal
     from pipeline import embedder
     model = embedder.build(self._name, self._weights, self._precision, self._image_size)
-    # One traced graph for every batch size: no retracing when a bundle ends with a short batch.
-    spec = tf.TensorSpec([None, self._image_size, self._image_size], tf.uint8)
-    return tf.function(lambda q: model(tf.cast(q, tf.float32)[..., None] * (100.0 / 255.0), training=False),
-                       input_signature=[spec], autograph=False)
+    return stored_l_embedder(model, self._image_size)
 
   def run_inference(self, batch: Sequence[np.ndarray], model, inference_args: Optional[dict] = None
                     ) -> Iterable[PredictionResult]:
@@ -45,3 +42,15 @@ class EmbedderHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
   def get_metrics_namespace(self) -> str:
     return 'colorizer_embedder'
+
+
+def stored_l_embedder(model, image_size):
+  """A traced call of the embedder on L canvases as stored (uint8 [B, S, S], L * schema.L_SCALE).
+
+  One graph for every batch size: no retracing when a bundle ends with a short batch.
+  """
+  from pipeline import quiet, schema
+  tf = quiet.tensorflow()
+  return tf.function(lambda q: model(tf.cast(q, tf.float32)[..., None] / schema.L_SCALE, training=False),
+                     input_signature=[tf.TensorSpec([None, image_size, image_size], tf.uint8)],
+                     autograph=False)

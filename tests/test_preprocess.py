@@ -200,7 +200,6 @@ def test_dataflow_packaging_and_graph(tmp_path):
                   '--quiet', '--report', str(report), str(sdist)], check=True, capture_output=True)
   assert [i['metadata']['name'] for i in json.loads(report.read_text())['install']] == ['colorizer']
   # ...and the job's graph translates for Dataflow (dry run: built and staged locally, not submitted).
-  from apache_beam.options.pipeline_options import PipelineOptions
   import apache_beam as beam
   cfg, beam_args = preprocess._config(['prog', '--output', 'gs://bucket/records', '--runner', 'DataflowRunner',
                                        '--project', 'colorizer-test', '--region', 'us-central1', '--temp_location',
