@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= demo-output
 
-.PHONY: venv demo test bench clean browser
+.PHONY: venv demo test quality clean browser
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests
+
+# The quality study (issue 6; BENCHMARKS.md): needs ../shared beside the repo; about an hour on 2 cores.
+quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py
 
 clean:
 	rm -rf $(VENV) $(OUT)

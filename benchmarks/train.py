@@ -77,7 +77,7 @@ def main(argv):
   files = data.shards(records, 'train', meta)
   cfg = task.Config(data=records, job_dir='', batch_size=FLAGS['batch-size'].value, model=FLAGS.model,
                     loss=FLAGS.loss, width=FLAGS.width, strategy=FLAGS.strategy)
-  trainer = task.Trainer(cfg, meta, strategy)
+  trainer = task.Trainer(cfg, meta, strategy, total_steps=1)
   real = data.dataset(files, meta, trainer.global_batch, training=True, shuffle_buffer=256)
   load_before = os.getloadavg()[0]
 

@@ -63,7 +63,7 @@ def trained(records, tmp_path_factory):
 def _trainer_ab(cfg, l):
   """ab and embedding as the training code computes them, from the job's latest checkpoint."""
   meta = data.load_metadata(cfg.data)
-  trainer = task.Trainer(cfg, meta, tf.distribute.get_strategy())
+  trainer = task.Trainer(cfg, meta, tf.distribute.get_strategy(), total_steps=1)
   latest = tf.train.latest_checkpoint(jobdir.paths(cfg.job_dir).checkpoints)
   trainer.checkpoint.restore(latest).assert_existing_objects_matched()
   embedding = embedder.build('mobilenet_v2', 'random', 'float32', SIZE)(l)

@@ -163,7 +163,7 @@ def test_one_step_on_two_mirrored_replicas_equals_one_step_on_one_device(records
     cfg = _config(records, '/unused', batch_size=4 // (2 if name == 'mirrored' else 1))
     strategy = task.make_strategy(name)
     keras.utils.set_random_seed(7)
-    trainer = task.Trainer(cfg, meta, strategy)
+    trainer = task.Trainer(cfg, meta, strategy, total_steps=2)
     assert trainer.global_batch == 4 and strategy.num_replicas_in_sync == (2 if name == 'mirrored' else 1)
     iterator = trainer.distribute(tf.data.Dataset.from_tensors((x, y)).repeat())
     losses_ = [float(trainer.train_step(iterator)) for _ in range(2)]
@@ -182,7 +182,8 @@ def test_two_steps_under_mirrored_strategy_write_checkpoints_and_tensorboard(rec
   assert result['step'] == 2 and np.isfinite(result['loss'])
   assert tf.train.latest_checkpoint(str(tmp_path / 'job' / 'checkpoints')).endswith('ckpt-2')
   assert [s for s, _ in _scalars(tmp_path / 'job' / 'logs' / 'train', 'loss')] == [1, 2]
-  assert _scalars(tmp_path / 'job' / 'logs' / 'train', 'learning_rate')[0][1] == pytest.approx(1e-3)
+  # The default cosine schedule over 2 steps (too few to warm up): 1e-3 -> 5e-4 after step 1 -> 0 after step 2.
+  assert [v for _, v in _scalars(tmp_path / 'job' / 'logs' / 'train', 'learning_rate')] == pytest.approx([5e-4, 0])
   val = tmp_path / 'job' / 'logs' / 'val'
   for tag in ('loss', 'metrics/psnr', 'metrics/auc', 'metrics/auc_rebalanced', 'metrics/delta_cf'):
     assert len(_scalars(val, tag)) == 1, tag
@@ -193,13 +194,44 @@ def test_two_steps_under_mirrored_strategy_write_checkpoints_and_tensorboard(rec
   assert pngs[:2].tolist() == [str(3 * SIZE).encode(), str(SIZE).encode()] and len(pngs) == 4
 
 
+@pytest.mark.parametrize('box', [(8, 0, 16, 32), (0, 12, 32, 8), (0, 0, 32, 32)])
+def test_zoom_keeps_the_content_box_on_the_content(box):
+  """A grey content box on black bars, zoomed 64 times: inside the new box is content, outside is bar."""
+  size, n = 32, 64
+  t, l, h, w = box
+  lab = np.zeros([n, size, size, 3], np.float32)
+  lab[:, t:t + h, l:l + w] = [60.0, 20.0, -20.0]
+  tf.random.set_seed(3)
+  zoomed, boxes = (v.numpy() for v in data._zoom(tf.constant(lab), tf.constant([box] * n, tf.int32), 0.5))
+  if h != w:   # random crops, not one (a square photo fills every crop: its box stays the canvas)
+    assert len({tuple(b) for b in boxes}) > n // 2
+  for image, (t2, l2, h2, w2) in zip(zoomed, boxes):
+    assert max(h2, w2) >= size - 1 and t2 + h2 <= size and l2 + w2 <= size   # zoomed to fill the canvas again
+    inside = np.zeros([size, size], bool)
+    inside[t2:t2 + h2, l2:l2 + w2] = True
+    core = np.zeros([size, size], bool)   # one pixel in from the edge, where interpolation may mix the two
+    core[t2 + 1:t2 + h2 - 1, l2 + 1:l2 + w2 - 1] = True
+    np.testing.assert_allclose(image[core], [[60.0, 20.0, -20.0]] * core.sum(), atol=1e-3)
+    outside = ~inside
+    outside[max(t2 - 1, 0):t2 + h2 + 1, max(l2 - 1, 0):l2 + w2 + 1] = False
+    assert np.abs(image[outside]).max(initial=0) < 1e-3
+
+
+def test_learning_rate_schedules(records):
+  cosine = task.learning_rate(_config(records, '/unused', learning_rate=0.01), total_steps=1000)
+  values = [float(cosine(step)) for step in (0, 10, 20, 510, 1000)]
+  # 2 % of the steps warm up linearly to the peak, then half a cosine down to 0 at the last step.
+  assert values == pytest.approx([0, 0.005, 0.01, 0.005, 0], abs=1e-4)
+  assert task.learning_rate(_config(records, '/unused', schedule='constant'), total_steps=1000) == 1e-3
+
+
 @pytest.mark.parametrize('model,loss', [(m, l) for m in model_lib.MODELS for l in model_lib.LOSSES])
 def test_overfits_a_tiny_set(records, model, loss):
   meta = data.load_metadata(records)
   batch = _fixed_batch(records, meta)
   keras.utils.set_random_seed(1)
   cfg = _config(records, '/unused', model=model, loss=loss, batch_size=4, width=0.5)
-  trainer = task.Trainer(cfg, meta, tf.distribute.get_strategy())
+  trainer = task.Trainer(cfg, meta, tf.distribute.get_strategy(), total_steps=150)
   iterator = trainer.distribute(tf.data.Dataset.from_tensors(batch).repeat())
   values = [float(trainer.train_step(iterator)) for _ in range(150)]
   assert np.mean(values[-10:]) < 0.5 * values[0], values[::10]

@@ -71,10 +71,10 @@ def num_bins():
   return len(centres())
 
 
-def rebalance_weights_grid(histogram_counts):
+def rebalance_weights_grid(histogram_counts, mix=GAMMA):
   """Class-rebalancing weights [23, 23] per histogram cell from the training split's ab histogram.
 
-  w = ((1 - GAMMA) p + GAMMA / Q) ** -1 with p the empirical ab distribution over the in-gamut bins, smoothed
+  w = ((1 - mix) p + mix / Q) ** -1 with p the empirical ab distribution over the in-gamut bins, smoothed
   with a Gaussian of sigma 5 Lab units, and w scaled so that its expectation under p is 1. Cells out of gamut
   get 0. An empty histogram gives uniform weights.
   """
@@ -86,13 +86,13 @@ def rebalance_weights_grid(histogram_counts):
   smoothed = scipy.ndimage.gaussian_filter(counts, sigma=SIGMA / schema.AB_HIST_BIN, mode='constant') * mask
   q = mask.sum()
   p = smoothed / smoothed.sum() if smoothed.sum() > 0 else mask / q
-  w = np.where(mask, 1.0 / ((1.0 - GAMMA) * p + GAMMA / q), 0.0)
+  w = np.where(mask, 1.0 / ((1.0 - mix) * p + mix / q), 0.0)
   return (w / (p * w).sum()).astype(np.float32)
 
 
-def rebalance_weights(histogram_counts):
+def rebalance_weights(histogram_counts, mix=GAMMA):
   """float32 [Q]: rebalance_weights_grid at the in-gamut bins, in centres() order."""
-  return rebalance_weights_grid(histogram_counts)[in_gamut_grid()]
+  return rebalance_weights_grid(histogram_counts, mix)[in_gamut_grid()]
 
 
 def soft_encode(ab):

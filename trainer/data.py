@@ -1,7 +1,7 @@
 """The tf.data input: the preprocessing job's records, read only through pipeline.schema.
 
 Shuffled file list -> parallel interleave -> (cache) -> shuffle buffer -> batch -> vectorised parse ->
-random horizontal flip of image and content box -> prefetch. Every stage after the file list runs in tf.data's
+random horizontal flip and zoom of image and content box -> prefetch. Every stage after the file list runs in tf.data's
 own threads, so the training step never waits on it (benchmarks/train.py measures that).
 """
 import concurrent.futures
@@ -89,10 +89,44 @@ def _flip(lab, box):
   return lab, tf.stack([box[:, 0], left, box[:, 2], box[:, 3]], axis=1)
 
 
-def dataset(files, meta, batch_size, training, seed=0, cache=False, shuffle_buffer=1024, num_workers=1):
+def _zoom(lab, box, min_scale):
+  """Zoom into a random square of each canvas (side min_scale..1 of the content's long side), back to the canvas.
+
+  The square lies inside the content along each side the content is longer than it, and holds the whole extent
+  along a shorter side; outside the canvas is black (Lab 0), as the letterbox bars are. The content box follows
+  the crop. The stored embedding stays that of the whole photo: the crop keeps most of what it shows.
+  """
+  n, size = tf.shape(lab)[0], tf.cast(tf.shape(lab)[1], tf.float32)
+  t, l, h, w = (tf.cast(box[:, i], tf.float32) for i in range(4))
+  side = tf.random.uniform([n], min_scale, 1.0) * tf.maximum(h, w)
+
+  def start(begin, extent):   # uniform over the positions allowed along one axis
+    low, high = tf.minimum(begin, begin + extent - side), tf.maximum(begin, begin + extent - side)
+    return low + tf.random.uniform([n]) * (high - low)
+
+  y0, x0 = start(t, h), start(l, w)
+  # crop_and_resize samples pixel centres: output pixel i is at y0 + (i + 0.5) side / size in edge units.
+  first, last = 0.5 * side / size - 0.5, (size - 0.5) * side / size - 0.5
+  boxes = tf.stack([y0 + first, x0 + first, y0 + last, x0 + last], axis=1) / (size - 1.0)
+  zoomed = tf.image.crop_and_resize(lab, boxes, tf.range(n), tf.shape(lab)[1:3], extrapolation_value=0.0)
+
+  def visible(begin, extent, origin):   # the content's span inside the square, in output pixels
+    lo = tf.round((tf.maximum(begin, origin) - origin) * size / side)
+    hi = tf.round((tf.minimum(begin + extent, origin + side) - origin) * size / side)
+    return tf.clip_by_value(lo, 0.0, size), tf.clip_by_value(hi, 0.0, size)
+
+  (top, bottom), (left, right) = visible(t, h, y0), visible(l, w, x0)
+  new_box = tf.cast(tf.stack([top, left, tf.maximum(bottom - top, 1.0), tf.maximum(right - left, 1.0)], 1),
+                    tf.int32)
+  return zoomed, new_box
+
+
+def dataset(files, meta, batch_size, training, seed=0, cache=False, shuffle_buffer=1024, num_workers=1,
+            zoom=1.0):
   """Batches of ({'l', 'embedding'}, {'ab', 'box'}): features for the model, targets for the loss.
 
-  training: shuffled and repeated forever, whole batches, flipped. batch_size is the global batch (the
+  training: shuffled and repeated forever, whole batches, flipped, and with zoom < 1 zoomed into random squares
+  of side zoom..1 of the content (_zoom). batch_size is the global batch (the
   distributed dataset splits it over the replicas). seed must be the same on every worker: the FILE auto-shard
   policy gives each worker its share of one shuffled order.
   """
@@ -108,7 +142,11 @@ def dataset(files, meta, batch_size, training, seed=0, cache=False, shuffle_buff
 
   def prepare(serialized):
     r = schema.parse_batch(serialized, meta)
-    lab, box = _flip(r['lab'], r['box']) if training else (r['lab'], r['box'])
+    lab, box = r['lab'], r['box']
+    if training:
+      lab, box = _flip(lab, box)
+      if zoom < 1.0:
+        lab, box = _zoom(lab, box, zoom)
     return {'l': lab[..., :1], 'embedding': r['embedding']}, {'ab': lab[..., 1:], 'box': box}
 
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)

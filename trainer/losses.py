@@ -41,9 +41,13 @@ def classification(outputs, ab, box, weights):
   return tf.reduce_sum(pixel_weight * ce, axis=[1, 2]) / tf.reduce_sum(coverage, axis=[1, 2, 3])
 
 
-def make(loss, histogram_counts):
-  """The per-example loss fn(outputs, ab, box) for --loss; histogram_counts: metadata['ab_histogram']."""
+def make(loss, histogram_counts, rebalance_mix=abbins.GAMMA):
+  """The per-example loss fn(outputs, ab, box) for --loss; histogram_counts: metadata['ab_histogram'].
+
+  rebalance_mix: the classification loss weighs each pixel by 1 / ((1 - mix) p + mix / Q) (abbins): 1 for no
+  rebalancing, towards 0 for the full inverse frequency of the pixel's colour.
+  """
   if loss == 'mse':
     return mse
-  weights = tf.constant(abbins.rebalance_weights(histogram_counts))
+  weights = tf.constant(abbins.rebalance_weights(histogram_counts, rebalance_mix))
   return lambda outputs, ab, box: classification(outputs, ab, box, weights)

@@ -32,6 +32,8 @@ from trainer import abbins, console, data, export, jobdir, losses, metrics, mode
 
 STRATEGIES = ('auto', 'mirrored', 'multi_worker', 'one_device')
 PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+SCHEDULES = ('constant', 'cosine')
+WARMUP = 0.02   # share of the steps spent warming up with --schedule cosine
 
 
 @dataclasses.dataclass
@@ -47,11 +49,14 @@ class Config:
   strategy: str = 'auto'
   width: float = 1.0
   learning_rate: float = 1e-3
+  schedule: str = 'cosine'       # cosine: linear warm-up, then cosine decay to 0 at the last step
   checkpoint_every: int = 200
   log_every: int = 10
   val_images: int = 64
   sample_images: int = 4
   shuffle_buffer: int = 1024
+  rebalance_mix: float = abbins.GAMMA   # classification: 1 / ((1 - mix) p + mix / Q) class weights
+  zoom: float = 0.5              # < 1: zoom into random squares of side zoom..1 of the content (augmentation)
   cache: bool = False
   seed: int = 0
   export: bool = True
@@ -67,12 +72,19 @@ flags.DEFINE_enum('loss', Config.loss, model_lib.LOSSES, 'mse on ab, or classifi
 flags.DEFINE_enum('precision', Config.precision, PRECISIONS, 'Keras dtype policy of the colorizer.')
 flags.DEFINE_enum('strategy', Config.strategy, STRATEGIES, 'tf.distribute strategy.')
 flags.DEFINE_float('width', Config.width, 'Multiplier of every layer\'s filter count (1.0: the paper\'s).')
-flags.DEFINE_float('learning-rate', Config.learning_rate, 'Adam learning rate.')
+flags.DEFINE_float('learning-rate', Config.learning_rate, 'Adam learning rate (the peak, with --schedule cosine).')
+flags.DEFINE_enum('schedule', Config.schedule, SCHEDULES, 'Learning rate schedule over epochs x steps: constant, '
+                  'or cosine (linear warm-up over the first 2 %, then cosine decay to 0).')
 flags.DEFINE_integer('checkpoint-every', Config.checkpoint_every, 'Checkpoint every N steps (and each epoch end).')
 flags.DEFINE_integer('log-every', Config.log_every, 'Write training scalars to TensorBoard every N steps.')
 flags.DEFINE_integer('val-images', Config.val_images, 'Validation images per epoch for the metrics.')
 flags.DEFINE_integer('sample-images', Config.sample_images, 'Validation samples shown in TensorBoard.')
 flags.DEFINE_integer('shuffle-buffer', Config.shuffle_buffer, 'Records in the shuffle buffer.')
+flags.DEFINE_float('rebalance-mix', Config.rebalance_mix, 'Classification loss class weights '
+                   '1 / ((1 - mix) p(colour) + mix / Q): 1 is no rebalancing, smaller favours rare colours more.',
+                   lower_bound=0.01, upper_bound=1.0)
+flags.DEFINE_float('zoom', Config.zoom, 'Augmentation: zoom into a random square of side zoom..1 of each photo\'s '
+                   'long side (1: no zoom).', lower_bound=0.1, upper_bound=1.0)
 flags.DEFINE_boolean('cache', Config.cache, 'Cache the serialized records in memory after the first epoch.')
 flags.DEFINE_integer('seed', Config.seed, 'Shuffle seed (the same on every worker).')
 flags.DEFINE_boolean('export', Config.export, 'Export a SavedModel when training ends.')
@@ -110,20 +122,30 @@ def worker_role(strategy):
 
 # ---------------------------------------------------------------- the model and its step
 
+def learning_rate(cfg, total_steps):
+  """Adam's learning rate: a constant, or a schedule of the optimizer's step (checkpointed, so resuming keeps it)."""
+  if cfg.schedule == 'constant':
+    return cfg.learning_rate
+  warmup = int(WARMUP * total_steps)
+  return keras.optimizers.schedules.CosineDecay(
+      0.0 if warmup else cfg.learning_rate, decay_steps=max(1, total_steps - warmup),
+      warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup)
+
+
 class Trainer:
   """Model, optimizer, step counter and the distributed train step, built under `strategy`."""
 
-  def __init__(self, cfg, meta, strategy):
+  def __init__(self, cfg, meta, strategy, total_steps):
     self.cfg, self.strategy = cfg, strategy
     self.image_size = meta['image_size']
     self.global_batch = cfg.batch_size * strategy.num_replicas_in_sync
-    self.loss_fn = losses.make(cfg.loss, meta['ab_histogram']['counts'])
+    self.loss_fn = losses.make(cfg.loss, meta['ab_histogram']['counts'], cfg.rebalance_mix)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(cfg.precision)   # layers keep the policy they are built with
     try:
       with strategy.scope():
         self.model = model_lib.build(cfg.model, cfg.loss, self.image_size, meta['embedder']['dim'], cfg.width)
-        optimizer = keras.optimizers.Adam(cfg.learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate(cfg, total_steps))
         if cfg.precision == 'mixed_float16':   # bfloat16 has float32's range: no loss scaling needed
           optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(self.model.trainable_variables)   # now, so a checkpoint restores its slots at once
@@ -194,14 +216,16 @@ def validate(trainer, dataset, ab_weights, cfg):
 def _run_info(cfg, meta):
   return {'model': cfg.model, 'loss': cfg.loss, 'width': cfg.width, 'image_size': meta['image_size'],
           'embedder': meta['embedder'], 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
-          'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate}
+          'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate,
+          'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix}
 
 
 def _check(cfg):
   if cfg.model not in model_lib.MODELS or cfg.loss not in model_lib.LOSSES:
     raise app.UsageError(f'--model must be one of {model_lib.MODELS} and --loss one of {model_lib.LOSSES}')
-  if cfg.precision not in PRECISIONS or cfg.strategy not in STRATEGIES:
-    raise app.UsageError(f'--precision must be one of {PRECISIONS} and --strategy one of {STRATEGIES}')
+  if cfg.precision not in PRECISIONS or cfg.strategy not in STRATEGIES or cfg.schedule not in SCHEDULES:
+    raise app.UsageError(f'--precision must be one of {PRECISIONS}, --strategy one of {STRATEGIES} and '
+                         f'--schedule one of {SCHEDULES}')
   if min(cfg.epochs, cfg.batch_size, cfg.checkpoint_every, cfg.log_every) < 1 or cfg.steps_per_epoch < 0:
     raise app.UsageError('--epochs, --batch-size, --checkpoint-every and --log-every must be >= 1, '
                          '--steps-per-epoch >= 0')
@@ -232,8 +256,9 @@ def train(cfg):
   p = jobdir.paths(cfg.job_dir)
   jobdir.check_or_write_run(p, _run_info(cfg, meta), write=chief)
 
-  trainer = Trainer(cfg, meta, strategy)
-  steps_per_epoch = cfg.steps_per_epoch or max(1, meta['counts']['train'] // trainer.global_batch)
+  global_batch = cfg.batch_size * strategy.num_replicas_in_sync
+  steps_per_epoch = cfg.steps_per_epoch or max(1, meta['counts']['train'] // global_batch)
+  trainer = Trainer(cfg, meta, strategy, total_steps=cfg.epochs * steps_per_epoch)
   # Every worker saves (saving may need them all), but only the chief into the real directory.
   own_dir = p.checkpoints if chief else tempfile.mkdtemp(prefix=f'colorizer-{name}-')
   manager = tf.train.CheckpointManager(trainer.checkpoint, own_dir, max_to_keep=3)
@@ -248,7 +273,8 @@ def train(cfg):
 
   # The shuffle seed moves with the step, so a resumed run does not replay the order it already trained on.
   train_ds = data.dataset(train_files, meta, trainer.global_batch, training=True, seed=cfg.seed + step,
-                          cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, num_workers=num_workers)
+                          cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, num_workers=num_workers,
+                          zoom=cfg.zoom)
   val_ds = data.dataset(val_files, meta, cfg.batch_size, training=False) if val_files else None
   iterator = trainer.distribute(train_ds)
   ab_weights = abbins.rebalance_weights_grid(meta['ab_histogram']['counts'])
