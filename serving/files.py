@@ -30,7 +30,9 @@ def expand(specs):
     except (OSError, ValueError) as e:
       missing.append((spec, f'cannot list it: {e}'))
       continue
-    files = sorted(p for p, info in matches.items() if info.get('type') == 'file'
+    # fsspec types a local symlink 'other' whatever it points to: a link to a file counts as the file.
+    files = sorted(p for p, info in matches.items()
+                   if (info.get('type') == 'file' or (info.get('islink') and fs.isfile(p)))
                    and (not images_only or sources.is_image_name(p)))
     if not files:
       kind = ('no image files in this folder' if images_only else

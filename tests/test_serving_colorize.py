@@ -100,3 +100,20 @@ def test_command_line(inputs_dir, tmp_path):
                       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert ok.returncode == 0 and np.array_equal(sm.decoded((tmp_path / 'ok' / 'street.jpg').read_bytes()),
                                                sm.decoded((out / 'street.jpg').read_bytes()))
+
+
+def test_symlinked_photos_in_a_folder_are_read(tmp_path):
+  """A folder of links to photos elsewhere is read like a folder of photos (fsspec types links "other")."""
+  elsewhere = tmp_path / 'elsewhere'
+  elsewhere.mkdir()
+  (elsewhere / 'a.jpg').write_bytes(sm.jpeg(sm.grey_photo(40, 60)))
+  (elsewhere / 'b.png').write_bytes(sm.png(sm.grey_photo(30, 20)))
+  links = tmp_path / 'links'
+  links.mkdir()
+  for name in ('a.jpg', 'b.png'):
+    os.symlink(elsewhere / name, links / name)
+  os.symlink(elsewhere / 'missing.jpg', links / 'dangling.jpg')   # points at nothing: not an input
+  found, missing = files.expand([str(links)])
+  assert [s.relative for s in found] == ['a.jpg', 'b.png'] and not missing
+  report = colorize.run(sm.colorizer(), [str(links)], str(tmp_path / 'out'), progress=False)
+  assert sorted(os.path.basename(p) for p in report.written) == ['a.jpg', 'b.jpg'] and not report.failed
