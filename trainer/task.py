@@ -44,7 +44,7 @@ class Config:
   steps_per_epoch: int = 0       # 0: one pass over the training records per epoch
   batch_size: int = 16           # per replica; the global batch is this times the number of replicas
   model: str = 'fusion'
-  loss: str = 'mse'
+  loss: str = 'classification'   # more colour than mse and a smaller dCF (BENCHMARKS.md, Quality)
   precision: str = 'float32'
   strategy: str = 'auto'
   width: float = 1.0
@@ -55,7 +55,7 @@ class Config:
   val_images: int = 64
   sample_images: int = 4
   shuffle_buffer: int = 1024
-  rebalance_mix: float = abbins.GAMMA   # classification: 1 / ((1 - mix) p + mix / Q) class weights
+  rebalance_mix: float = 0.25   # classification class weights 1 / ((1 - mix) p + mix / Q); Zhang's is 0.5
   zoom: float = 0.5              # < 1: zoom into random squares of side zoom..1 of the content (augmentation)
   cache: bool = False
   seed: int = 0
