@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= demo-output
-DEMO_EPOCHS ?= 3
+DEMO_EPOCHS ?= 1
 
 .PHONY: venv demo test quality clean browser
 

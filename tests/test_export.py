@@ -157,7 +157,7 @@ def test_colorizer_json_describes_the_model(trained, records):
 
 
 def test_export_command_honours_aip_model_dir(records, tmp_path):
-  cfg = _config(records, tmp_path / 'job', model='beta', steps_per_epoch=1, export=False)
+  cfg = _config(records, tmp_path / 'job', model='beta', loss='mse', steps_per_epoch=1, export=False)
   task.train(cfg)
   target = tmp_path / 'vertex' / 'model'
   proc = subprocess.run([sys.executable, '-m', 'trainer.export', '--job-dir', cfg.job_dir], cwd=REPO, text=True,

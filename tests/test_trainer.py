@@ -167,14 +167,22 @@ def test_one_step_on_two_mirrored_replicas_equals_one_step_on_one_device(records
     assert trainer.global_batch == 4 and strategy.num_replicas_in_sync == (2 if name == 'mirrored' else 1)
     iterator = trainer.distribute(tf.data.Dataset.from_tensors((x, y)).repeat())
     losses_ = [float(trainer.train_step(iterator)) for _ in range(2)]
-    trained[name] = (losses_, [v.numpy() for v in trainer.model.trainable_variables])
+    trained[name] = (losses_, [v.numpy() for v in trainer.model.trainable_variables],
+                     [v.numpy() for v in trainer.model.non_trainable_variables])   # BN moving statistics
     if name == 'mirrored':   # both replicas hold the same weights after the steps
       for v in trainer.model.trainable_variables:
         copies = [c.numpy() for c in v.value.values]
         np.testing.assert_array_equal(copies[0], copies[1])
   np.testing.assert_allclose(trained['mirrored'][0], trained['one_device'][0], rtol=1e-4)
-  for a, b in zip(trained['mirrored'][1], trained['one_device'][1]):
-    np.testing.assert_allclose(a, b, atol=2e-5)
+  # Adam's step is about lr x sign(gradient) whatever the gradient's size, so where a gradient is ~0 rounding
+  # differences (the all-reduce, batch norm's synchronised moments) can move a weight by up to 2 lr per step.
+  # Elsewhere they agree: 18 of 463k weights differed by more than 1e-4 when this test was written.
+  a, b = (np.concatenate([w.ravel() for w in trained[k][1]]) for k in ('mirrored', 'one_device'))
+  assert np.abs(a - b).max() <= 2 * 2 * 1e-3 and np.mean(np.abs(a - b) > 1e-4) < 1e-3
+  # Batch norm is synchronised: its statistics are the global batch's, not each replica's half.
+  assert len(trained['mirrored'][2]) >= 20
+  for a, b in zip(trained['mirrored'][2], trained['one_device'][2]):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_two_steps_under_mirrored_strategy_write_checkpoints_and_tensorboard(records, tmp_path):
