@@ -32,7 +32,7 @@ from pipeline import npreader  # noqa: E402  (TF-free)
 COMBINATIONS = ('fusion-classification', 'fusion-mse', 'beta-classification', 'beta-mse')
 METRICS = (('PSNR dB', 'psnr', '{:.2f}'), ('SSIM', 'ssim', '{:.4f}'), ('AuC', 'auc', '{:.4f}'),
            ('AuC rebal.', 'auc_rebalanced', '{:.4f}'), ('CF', 'cf_pred', '{:.2f}'),
-           ('CF / truth', 'cf_ratio', '{:.0%}'), ('ΔCF', 'delta_cf', '{:.2f}'))
+           ('CF / truth', 'cf_ratio', '{:.1%}'), ('ΔCF', 'delta_cf', '{:.2f}'))
 GRID_IMAGES, CELL = 8, 192
 
 
@@ -168,7 +168,7 @@ def targets(results):
       delta = f'{b["delta_cf"]:.2f} ({mse} not in this run)'
     lines.append(f'| {name} | {b["auc_rebalanced"]:.4f} vs {grey["auc_rebalanced"]:.4f}: '
                  f'{verdict(b["auc_rebalanced"] > grey["auc_rebalanced"])} | '
-                 f'{b["cf_pred"] / b["cf_true"]:.0%}: {verdict(b["cf_pred"] >= 0.6 * b["cf_true"])} | {delta} |')
+                 f'{b["cf_pred"] / b["cf_true"]:.1%}: {verdict(b["cf_pred"] >= 0.6 * b["cf_true"])} | {delta} |')
   return lines
 
 
