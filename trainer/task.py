@@ -1,8 +1,9 @@
 r"""Train the colorizer on the preprocessing job's records; export a SavedModel at the end.
 
   python -m trainer.task --data DIR --job-dir DIR [--epochs N] [--steps-per-epoch N] [--batch-size N]
-      [--model fusion|beta] [--loss mse|classification] [--precision float32|mixed_float16|mixed_bfloat16]
-      [--strategy auto|mirrored|multi_worker|one_device]
+      [--model fusion|beta] [--loss classification|mse] [--precision float32|mixed_float16|mixed_bfloat16]
+      [--strategy auto|mirrored|multi_worker|one_device] [--schedule cosine|constant] [--zoom 0.5]
+      [--rebalance-mix 0.25]
 
 One custom training loop (`strategy.run`) for every strategy: Keras 3's `fit` fails under
 MultiWorkerMirroredStrategy (keras-team/keras#20585). `auto` is MultiWorkerMirroredStrategy when TF_CONFIG names
