@@ -20,7 +20,6 @@ from pipeline import quiet
 tf = quiet.tensorflow()  # before anything else imports it, so its start-up notices stay off the terminal
 
 import json
-import os
 import posixpath
 import sys
 import time
@@ -109,15 +108,10 @@ class ColorizerModule(tf.Module):
 
 def load_embedder(info, image_size):
   """The frozen embedder the records were made with, rebuilt from metadata['embedder']."""
-  weights = info['weights']
-  if info.get('weights_sha256'):
-    if '://' not in weights and not os.path.exists(weights):
-      raise ExportError(f'the records were embedded with the weights file {weights}, which is not on this '
-                        'machine: put it back at that path (the model embeds with it at serving time)')
-    digest = embedder.sha256(embedder.local_weights(weights))   # gs:// is fetched once per process
-    if digest != info['weights_sha256']:
-      raise ExportError(f'{weights} has sha256 {digest}, but the records were embedded with a file of sha256 '
-                        f'{info["weights_sha256"]}: restore the original file')
+  try:
+    weights = embedder.check_weights(info)
+  except embedder.EmbedderError as e:
+    raise ExportError(str(e)) from None
   if weights == 'random':
     logging.warning('the embedder has RANDOM weights (as the records were made): this export is for tests only')
   return embedder.build(info['name'], weights, info.get('precision', 'float32'), image_size)
@@ -128,7 +122,9 @@ def load_colorizer(run, checkpoint):
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy('float32')
   try:
-    model = model_lib.build(run['model'], run['loss'], run['image_size'], run['embedder']['dim'], run['width'])
+    # The encoder's weights, frozen or not, are in the checkpoint with the rest: nothing to load here.
+    model = model_lib.build(run['model'], run['loss'], run['image_size'], run['embedder']['dim'], run['width'],
+                            encoder=(run.get('encoder') or {}).get('name'))
   finally:
     keras.config.set_dtype_policy(previous)
   tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()

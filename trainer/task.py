@@ -1,7 +1,7 @@
 r"""Train the colorizer on the preprocessing job's records; export a SavedModel at the end.
 
   python -m trainer.task --data DIR --job-dir DIR [--epochs N] [--steps-per-epoch N] [--batch-size N]
-      [--model fusion|beta] [--loss classification|mse] [--precision float32|mixed_float16|mixed_bfloat16]
+      [--model unet|fusion|beta] [--encoder NAME] [--encoder-weights W] [--loss classification|mse] [--precision float32|mixed_float16|mixed_bfloat16]
       [--strategy auto|mirrored|multi_worker|one_device] [--schedule cosine|constant] [--zoom 0.5]
       [--rebalance-mix 0.25]
 
@@ -44,7 +44,9 @@ class Config:
   epochs: int = 10
   steps_per_epoch: int = 0       # 0: one pass over the training records per epoch
   batch_size: int = 16           # per replica; the global batch is this times the number of replicas
-  model: str = 'fusion'
+  model: str = 'unet'            # blue skies and green grass where fusion gives sepia (BENCHMARKS.md, Quality)
+  encoder: str = ''              # unet: the classifier of its encoder; '': the records' embedder
+  encoder_weights: str = ''      # unet: imagenet, random or a weights file; '': the records' embedder's
   loss: str = 'classification'   # more colour than mse and a smaller dCF (BENCHMARKS.md, Quality)
   precision: str = 'float32'
   strategy: str = 'auto'
@@ -68,7 +70,13 @@ flags.DEFINE_string('job-dir', None, 'Checkpoints, TensorBoard logs and exports 
 flags.DEFINE_integer('epochs', Config.epochs, 'Epochs to train.')
 flags.DEFINE_integer('steps-per-epoch', Config.steps_per_epoch, 'Steps per epoch; 0: one pass over the data.')
 flags.DEFINE_integer('batch-size', Config.batch_size, 'Batch size per replica.')
-flags.DEFINE_enum('model', Config.model, model_lib.MODELS, 'fusion (with the embedding) or beta (without).')
+flags.DEFINE_enum('model', Config.model, model_lib.MODELS, 'unet (a frozen ImageNet classifier as the encoder, '
+                  'with the embedding), fusion (Deep Koalarization, with the embedding) or beta (without).')
+flags.DEFINE_enum('encoder', Config.encoder or None, list(embedder.SPECS), 'unet: the classifier whose trunk '
+                  'is the encoder (default: the embedder the records were made with).')
+flags.DEFINE_string('encoder-weights', Config.encoder_weights or None, 'unet: the encoder\'s weights, imagenet, '
+                    'random or a Keras weights file of the full classifier (default: the records\' embedder\'s, '
+                    'checked against its sha256 in metadata.json).')
 flags.DEFINE_enum('loss', Config.loss, model_lib.LOSSES, 'mse on ab, or classification over ab bins.')
 flags.DEFINE_enum('precision', Config.precision, PRECISIONS, 'Keras dtype policy of the colorizer.')
 flags.DEFINE_enum('strategy', Config.strategy, STRATEGIES, 'tf.distribute strategy.')
@@ -136,8 +144,10 @@ def learning_rate(cfg, total_steps):
 class Trainer:
   """Model, optimizer, step counter and the distributed train step, built under `strategy`."""
 
-  def __init__(self, cfg, meta, strategy, total_steps):
+  def __init__(self, cfg, meta, strategy, total_steps, encoder=None):
+    """encoder: encoder_info(cfg, meta), computed by the caller when it has it (it reads the weights file)."""
     self.cfg, self.strategy = cfg, strategy
+    encoder = encoder or encoder_info(cfg, meta)
     self.image_size = meta['image_size']
     self.global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     self.loss_fn = losses.make(cfg.loss, meta['ab_histogram']['counts'], cfg.rebalance_mix)
@@ -145,7 +155,8 @@ class Trainer:
     keras.config.set_dtype_policy(cfg.precision)   # layers keep the policy they are built with
     try:
       with strategy.scope():
-        self.model = model_lib.build(cfg.model, cfg.loss, self.image_size, meta['embedder']['dim'], cfg.width)
+        self.model = model_lib.build(cfg.model, cfg.loss, self.image_size, meta['embedder']['dim'], cfg.width,
+                                     **_encoder_args(encoder))
         optimizer = keras.optimizers.Adam(learning_rate(cfg, total_steps))
         if cfg.precision == 'mixed_float16':   # bfloat16 has float32's range: no loss scaling needed
           optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -214,9 +225,35 @@ def validate(trainer, dataset, ab_weights, cfg):
 
 # ---------------------------------------------------------------- the run
 
-def _run_info(cfg, meta):
+def encoder_info(cfg, meta):
+  """What run.json records of a pretrained encoder (None for models without one), its weights checked.
+
+  By default the encoder is the records' embedder with the same weights, found through metadata.json and checked
+  against the sha256 recorded there, so `--data DIR --job-dir DIR` alone trains the default model.
+  """
+  if cfg.model not in model_lib.PRETRAINED:
+    return None
+  records = meta['embedder']
+  name = cfg.encoder or records['name']
+  if not cfg.encoder_weights and name == records['name']:
+    embedder.check_weights(records)
+    info = {key: records[key] for key in ('weights', 'weights_sha256') if key in records}
+  else:
+    info = embedder.describe(name, cfg.encoder_weights or 'imagenet', cfg.precision)
+    info = {key: info[key] for key in ('weights', 'weights_sha256') if key in info}
+  if info['weights'] == 'random':
+    logging.warning('the unet\'s encoder has RANDOM weights: it will colour no better than beta. Fine for tests; '
+                    'for real training use imagenet weights or a weights file (--encoder-weights).')
+  return dict(info, name=name)
+
+
+def _encoder_args(info):
+  return {'encoder': info['name'], 'encoder_weights': info['weights']} if info else {}
+
+
+def _run_info(cfg, meta, encoder):
   return {'model': cfg.model, 'loss': cfg.loss, 'width': cfg.width, 'image_size': meta['image_size'],
-          'embedder': meta['embedder'], 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
+          'embedder': meta['embedder'], 'encoder': encoder, 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
           'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate,
           'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix}
 
@@ -254,12 +291,17 @@ def train(cfg):
   val_files = data.shards(cfg.data, 'val', meta) if meta['shards'].get('val') else []
   if not val_files:
     logging.warning('%s has no val shards: no validation metrics', cfg.data)
+  if meta['image_size'] % model_lib.size_multiple(cfg.model):
+    raise app.UsageError(f'--model {cfg.model} needs records whose image size is a multiple of '
+                         f'{model_lib.size_multiple(cfg.model)}; '
+                         f'{cfg.data} holds {meta["image_size"]} px: preprocess with --image-size 256 (or 128)')
+  encoder = encoder_info(cfg, meta)
   p = jobdir.paths(cfg.job_dir)
-  jobdir.check_or_write_run(p, _run_info(cfg, meta), write=chief)
+  jobdir.check_or_write_run(p, _run_info(cfg, meta, encoder), write=chief)
 
   global_batch = cfg.batch_size * strategy.num_replicas_in_sync
   steps_per_epoch = cfg.steps_per_epoch or max(1, meta['counts']['train'] // global_batch)
-  trainer = Trainer(cfg, meta, strategy, total_steps=cfg.epochs * steps_per_epoch)
+  trainer = Trainer(cfg, meta, strategy, total_steps=cfg.epochs * steps_per_epoch, encoder=encoder)
   # Every worker saves (saving may need them all), but only the chief into the real directory.
   own_dir = p.checkpoints if chief else tempfile.mkdtemp(prefix=f'colorizer-{name}-')
   manager = tf.train.CheckpointManager(trainer.checkpoint, own_dir, max_to_keep=3)
