@@ -106,8 +106,8 @@ def features(model, batch):
   return {name: batch[name] for name in model.input}
 
 
-def predict_ab(outputs, loss, image_size):
-  """Model outputs -> ab [B, S, S, 2] float32 in Lab units."""
+def predict_ab(outputs, loss, image_size, temperature=abbins.TEMPERATURE):
+  """Model outputs -> ab [B, S, S, 2] float32 in Lab units (classification: the annealed mean at temperature)."""
   if loss == 'classification':
-    return tf.image.resize(abbins.annealed_mean(outputs), [image_size, image_size], method='bilinear')
+    return tf.image.resize(abbins.annealed_mean(outputs, temperature), [image_size, image_size], method='bilinear')
   return tf.cast(outputs, tf.float32) * AB_SCALE

@@ -60,6 +60,7 @@ class Config:
   shuffle_buffer: int = 1024
   rebalance_mix: float = 0.25   # classification class weights 1 / ((1 - mix) p + mix / Q); Zhang's is 0.5
   zoom: float = 0.5              # < 1: zoom into random squares of side zoom..1 of the content (augmentation)
+  temperature: float = abbins.TEMPERATURE   # classification: the annealed mean's (validation and the export)
   cache: bool = False
   seed: int = 0
   export: bool = True
@@ -94,6 +95,9 @@ flags.DEFINE_float('rebalance-mix', Config.rebalance_mix, 'Classification loss c
                    lower_bound=0.01, upper_bound=1.0)
 flags.DEFINE_float('zoom', Config.zoom, 'Augmentation: zoom into a random square of side zoom..1 of each photo\'s '
                    'long side (1: no zoom).', lower_bound=0.1, upper_bound=1.0)
+flags.DEFINE_float('temperature', Config.temperature, 'Classification: the annealed mean\'s temperature, for '
+                   'validation and the export (lower: more saturated, towards the most likely colour; 1: the mean). '
+                   'trainer.export --temperature changes it without training again.', lower_bound=0.01, upper_bound=1.0)
 flags.DEFINE_boolean('cache', Config.cache, 'Cache the serialized records in memory after the first epoch.')
 flags.DEFINE_integer('seed', Config.seed, 'Shuffle seed (the same on every worker).')
 flags.DEFINE_boolean('export', Config.export, 'Export a SavedModel when training ends.')
@@ -187,7 +191,8 @@ class Trainer:
   def _predict(self, x, y):
     """One batch on this process only (validation): per-example losses and predicted ab."""
     outputs = self.model(model_lib.features(self.model, x), training=False)
-    return self.loss_fn(outputs, y['ab'], y['box']), model_lib.predict_ab(outputs, self.cfg.loss, self.image_size)
+    return self.loss_fn(outputs, y['ab'], y['box']), model_lib.predict_ab(outputs, self.cfg.loss, self.image_size,
+                                                                         self.cfg.temperature)
 
   def distribute(self, dataset):
     return iter(self.strategy.experimental_distribute_dataset(dataset))
@@ -255,7 +260,8 @@ def _run_info(cfg, meta, encoder):
   return {'model': cfg.model, 'loss': cfg.loss, 'width': cfg.width, 'image_size': meta['image_size'],
           'embedder': meta['embedder'], 'encoder': encoder, 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
           'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate,
-          'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix}
+          'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix,
+          'temperature': cfg.temperature}
 
 
 def _check(cfg):
