@@ -39,6 +39,9 @@ METRICS = (('PSNR dB', 'psnr', '{:.2f}'), ('SSIM', 'ssim', '{:.4f}'), ('AuC', 'a
            ('AuC rebal.', 'auc_rebalanced', '{:.4f}'), ('CF', 'cf_pred', '{:.2f}'),
            ('CF / truth', 'cf_ratio', '{:.1%}'), ('ΔCF', 'delta_cf', '{:.2f}'))
 GRID_IMAGES, CELL = 8, 192
+# Also on the grid when they are val photos (they are in the ImageNet sample's split): sky, water and stone,
+# where a user sees at once whether the colour is believable.
+SCENERY = ('n02894605_breakwater.JPEG', 'n03160309_dam.JPEG', 'n09193705_alp.JPEG', 'n09472597_volcano.JPEG')
 
 
 def log(message, started=[time.perf_counter()]):  # noqa: B006  (one start time for the whole run)
@@ -215,7 +218,7 @@ def main():
   grid_inputs = os.path.join(args.work, 'grid', 'inputs')
   if not os.path.isdir(grid_inputs):
     os.makedirs(grid_inputs)
-    for name in val[::max(1, len(val) // GRID_IMAGES)][:GRID_IMAGES]:
+    for name in val[::max(1, len(val) // GRID_IMAGES)][:GRID_IMAGES] + [n for n in SCENERY if n in val]:
       shutil.copy(os.path.join(photos, name), grid_inputs)
   grid_names = sorted(os.listdir(grid_inputs))
 

@@ -208,3 +208,28 @@ def _copy_trunk(classifier, trunk):
       raise EmbedderError(f'cannot copy {classifier.name} layer {src.name} into the encoder\'s {dst.name}: '
                           'the weights file does not fit this network')
     dst.set_weights(values)
+
+
+def main(argv=None):
+  """`python -m pipeline.embedder [NAME] [WEIGHTS]`: can these weights be had here? Exit 0, or 2 with the reason.
+
+  With `imagenet` this downloads Keras' file into its cache (~/.keras/models), so later stages load it offline;
+  `make demo` asks it before choosing between ImageNet weights and its offline fallback.
+  """
+  import sys
+  args = list(sys.argv[1:] if argv is None else argv)
+  name = args[0] if args else 'mobilenet_v2'
+  weights = args[1] if len(args) > 1 else 'imagenet'
+  try:
+    if name not in SPECS:
+      raise EmbedderError(f'unknown embedder {name!r}; choose one of {", ".join(SPECS)}')
+    if weights != 'random':
+      _classifier(SPECS[name], weights)
+  except EmbedderError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())

@@ -58,6 +58,11 @@ def test_only_the_decoder_trains():
   assert outputs.shape == (2, SIZE // 4, SIZE // 4, 261)
   with pytest.raises(ValueError, match='multiple of 32 for unet, got 72'):
     model_lib.build('unet', 'mse', 72)
+  # One more decoder level, from the encoder's first stage: logits at S/2.
+  finer = model_lib.build('unet', 'classification', SIZE, width=0.25, output_stride=2)
+  assert finer.output.shape[1:3] == (SIZE // 2, SIZE // 2)
+  with pytest.raises(ValueError, match='output_stride 2: the unet takes 2 or 4, the other models 4'):
+    model_lib.build('fusion', 'classification', SIZE, output_stride=2)
 
 
 def test_default_training_finds_the_encoder_weights_through_the_records(records, mobilenet_weights, tmp_path):

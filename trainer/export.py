@@ -125,7 +125,7 @@ def load_colorizer(run, checkpoint):
   try:
     # The encoder's weights, frozen or not, are in the checkpoint with the rest: nothing to load here.
     model = model_lib.build(run['model'], run['loss'], run['image_size'], run['embedder']['dim'], run['width'],
-                            encoder=(run.get('encoder') or {}).get('name'))
+                            encoder=(run.get('encoder') or {}).get('name'), output_stride=run.get('output_stride') or 4)
   finally:
     keras.config.set_dtype_policy(previous)
   tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()

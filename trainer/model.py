@@ -34,17 +34,20 @@ def size_multiple(model):
 
 
 def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=1.0, encoder='mobilenet_v2',
-          encoder_weights=None):
+          encoder_weights=None, output_stride=4):
   """The Keras model: inputs {'l': [B, S, S, 1] L in 0..100} (+ 'embedding': [B, D] for fusion and unet).
 
   Outputs: mse -> [B, S, S, 2] ab / AB_SCALE; classification -> [B, S/4, S/4, Q] bin logits. The last layer
   computes in float32 so mixed precision keeps a float32 loss. unet only: encoder names the classifier
-  (pipeline.embedder.SPECS) and encoder_weights its weights (None: left for a checkpoint to restore).
+  (pipeline.embedder.SPECS) and encoder_weights its weights (None: left for a checkpoint to restore);
+  output_stride 2 takes the decoder one level further, to logits at S/2.
   """
   if model not in MODELS:
     raise ValueError(f'unknown model {model!r}; choose one of {", ".join(MODELS)}')
   if loss not in LOSSES:
     raise ValueError(f'unknown loss {loss!r}; choose one of {", ".join(LOSSES)}')
+  if output_stride not in (2, 4) or (output_stride != 4 and model not in PRETRAINED):
+    raise ValueError(f'output_stride {output_stride}: the unet takes 2 or 4, the other models 4')
   if image_size % size_multiple(model):
     raise ValueError(f'the image size must be a multiple of {size_multiple(model)} for {model}, got {image_size}')
 
@@ -57,7 +60,9 @@ def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=
   def head(x):
     if loss == 'classification':
       return layers.Conv2D(abbins.num_bins(), 1, dtype='float32', name='ab_logits')(x)
-    x = conv(layers.UpSampling2D()(x), 32)
+    if x.shape[1] < image_size // 2:
+      x = layers.UpSampling2D()(x)
+    x = conv(x, 32)
     x = layers.Conv2D(2, 3, padding='same', activation='tanh', dtype='float32')(x)
     return layers.UpSampling2D(dtype='float32', name='ab')(x)
 
@@ -66,7 +71,7 @@ def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=
   if model == 'unet':
     inputs['embedding'] = keras.Input((embedding_dim,), name='embedding')
     levels = embedder_lib.pyramid(encoder, encoder_weights, image_size)(l)
-    return keras.Model(inputs, head(_unet_decoder(levels, inputs['embedding'], conv)),
+    return keras.Model(inputs, head(_unet_decoder(levels, inputs['embedding'], conv, output_stride)),
                        name=f'colorizer_{model}_{loss}')
   x = layers.Rescaling(1 / 50.0, offset=-1.0)(l)
   for filters, strides in ((64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 1), (256, 1)):
@@ -81,24 +86,25 @@ def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=
   return keras.Model(inputs, head(x), name=f'colorizer_{model}_{loss}')
 
 
-def _unet_decoder(levels, embedding, conv):
-  """The pyramid's levels (strides 2 ... 32) and the embedding -> features at S/4 for the head.
+def _unet_decoder(levels, embedding, conv, output_stride):
+  """The pyramid's levels (strides 2 ... 32) and the embedding -> features at S / output_stride for the head.
 
   The embedding is fused at the bottleneck as the fusion model fuses it, as log-probabilities: the stored
   float16 softmax underflows to 0 below ~6e-8, and its log spreads the classes the photo is *not* over a useful
   range instead of leaving all but a few at 0.
   """
-  _, s4, s8, s16, s32 = levels
+  s2, s4, s8, s16, s32 = levels
   grid = s32.shape[1]
   log_p = layers.Lambda(lambda p: tf.math.log(tf.cast(p, 'float32') + 1e-6) / 7.0 + 1.0, name='log_embedding', dtype='float32')(
       embedding)
   tiled = layers.Reshape((grid, grid, embedding.shape[-1]))(layers.RepeatVector(grid * grid)(log_p))
   x = layers.Concatenate()([conv(s32, 256, kernel=1), tiled])
   x = conv(x, 256, kernel=1)                                          # S/32, the fusion
-  for skip, filters in ((s16, 256), (s8, 128), (s4, 128)):
+  ups = ((s16, 256), (s8, 128), (s4, 128)) + (((s2, 64),) if output_stride == 2 else ())
+  for skip, filters in ups:
     x = layers.Concatenate()([layers.UpSampling2D(interpolation='bilinear')(x), skip])
     x = conv(conv(x, filters), filters)
-  return x                                                            # S/4
+  return x
 
 
 def features(model, batch):

@@ -47,6 +47,7 @@ class Config:
   model: str = 'unet'            # blue skies and green grass where fusion gives sepia (BENCHMARKS.md, Quality)
   encoder: str = ''              # unet: the classifier of its encoder; '': the records' embedder
   encoder_weights: str = ''      # unet: imagenet, random or a weights file; '': the records' embedder's
+  output_stride: int = 4         # unet: its classification logits (or mse features) at S/4, or S/2
   loss: str = 'classification'   # more colour than mse and a smaller dCF (BENCHMARKS.md, Quality)
   precision: str = 'float32'
   strategy: str = 'auto'
@@ -75,6 +76,9 @@ flags.DEFINE_enum('model', Config.model, model_lib.MODELS, 'unet (a frozen Image
                   'with the embedding), fusion (Deep Koalarization, with the embedding) or beta (without).')
 flags.DEFINE_enum('encoder', Config.encoder or None, list(embedder.SPECS), 'unet: the classifier whose trunk '
                   'is the encoder (default: the embedder the records were made with).')
+flags.DEFINE_integer('output-stride', Config.output_stride, 'unet: predict ab at 1/4 of the canvas (as Zhang et '
+                     'al.), or at 1/2 (one more decoder level, from the encoder\'s first stage).')
+flags.register_validator('output-stride', lambda v: v in (2, 4), message='--output-stride must be 2 or 4')
 flags.DEFINE_string('encoder-weights', Config.encoder_weights or None, 'unet: the encoder\'s weights, imagenet, '
                     'random or a Keras weights file of the full classifier (default: the records\' embedder\'s, '
                     'checked against its sha256 in metadata.json).')
@@ -160,7 +164,7 @@ class Trainer:
     try:
       with strategy.scope():
         self.model = model_lib.build(cfg.model, cfg.loss, self.image_size, meta['embedder']['dim'], cfg.width,
-                                     **_encoder_args(encoder))
+                                     **_model_args(cfg, encoder))
         optimizer = keras.optimizers.Adam(learning_rate(cfg, total_steps))
         if cfg.precision == 'mixed_float16':   # bfloat16 has float32's range: no loss scaling needed
           optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -252,13 +256,17 @@ def encoder_info(cfg, meta):
   return dict(info, name=name)
 
 
-def _encoder_args(info):
-  return {'encoder': info['name'], 'encoder_weights': info['weights']} if info else {}
+def _model_args(cfg, encoder):
+  """model_lib.build's arguments for the unet's encoder and output stride (none for the other models)."""
+  if not encoder:
+    return {}
+  return {'encoder': encoder['name'], 'encoder_weights': encoder['weights'], 'output_stride': cfg.output_stride}
 
 
 def _run_info(cfg, meta, encoder):
   return {'model': cfg.model, 'loss': cfg.loss, 'width': cfg.width, 'image_size': meta['image_size'],
-          'embedder': meta['embedder'], 'encoder': encoder, 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
+          'embedder': meta['embedder'], 'encoder': encoder,
+          'output_stride': cfg.output_stride if encoder else None, 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
           'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate,
           'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix,
           'temperature': cfg.temperature}
