@@ -28,10 +28,13 @@ setuptools.setup(
         'scikit-image>=0.24',      # sample photos for the default run
         'scipy>=1.11',             # smoothing the ab prior (trainer/abbins.py)
         'tqdm>=4.66',
+        'fastapi>=0.115,<1',       # the serving app's routes, errors and OpenAPI (serving/app.py)
+        'uvicorn>=0.34,<1',        # its HTTP server (serving/server.py)
     ],
     extras_require={
         'gpu': ['tensorflow[and-cuda]>=2.21,<2.22'],
         'test': ['pytest>=8', 'playwright>=1.65',   # playwright drives Debian's chromium (make browser)
-                 'gcp-storage-emulator>=2026.7.19'],  # the GCS emulator of tests/gcs.py (batch copy: Beam's sinks)
+                 'gcp-storage-emulator>=2026.7.19',   # the GCS emulator of tests/gcs.py (batch copy: Beam's sinks)
+                 'psutil>=5.9'],                      # server memory in the load tests and benchmarks/load.py
     },
 )

@@ -6,14 +6,13 @@ Playwright is missing; under CI=true it fails instead, so a missing browser cann
 import os
 import pathlib
 import shutil
-import threading
 
 import numpy as np
 import pytest
 import skimage.color
 
 import serving_model as sm
-from serving import app
+from serving import app, server as http_server
 
 CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -45,11 +44,8 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def url():
-  httpd = app.make_server(app.Service(sm.colorizer()), '127.0.0.1', 0)
-  threading.Thread(target=httpd.serve_forever, daemon=True).start()
-  yield 'http://%s:%d/' % httpd.server_address[:2]
-  httpd.shutdown()
-  httpd.server_close()
+  with http_server.Background(app.make_app(app.Service(sm.colorizer()))) as address:
+    yield 'http://%s:%d/' % address
 
 
 def test_upload_a_photo_and_download_it_in_colour(browser, url, tmp_path):
