@@ -71,11 +71,19 @@ def config(app, host='127.0.0.1', port=DEFAULT_PORT, header_timeout=HEADER_TIMEO
                         server_header=False, date_header=True, access_log=False, log_config=None, lifespan='off')
 
 
+class _Server(uvicorn.Server):
+  def handle_exit(self, sig, frame):
+    super().handle_exit(sig, frame)
+    # uvicorn re-raises the signal after its graceful shutdown, so the process would die of it (status -15);
+    # a stop that was asked for and went cleanly exits 0, as service managers expect of a finished shutdown.
+    self._captured_signals.clear()
+
+
 class Background:
   """A uvicorn server on its own thread (tests, benchmarks): `with Background(app) as (host, port): ...`."""
 
   def __init__(self, app, host='127.0.0.1', port=0, **kw):
-    self.server = uvicorn.Server(config(app, host, port, **kw))
+    self.server = _Server(config(app, host, port, **kw))
     self._thread = threading.Thread(target=self.server.run, name='uvicorn', daemon=True)
 
   def __enter__(self):
@@ -96,6 +104,6 @@ class Background:
 
 def run(app, host, port, **kw):
   """Serve until SIGTERM or Ctrl-C (uvicorn's handlers: finish requests in progress, then return)."""
-  uvicorn.Server(config(app, host, port, **kw)).run()
+  _Server(config(app, host, port, **kw)).run()
 
 
