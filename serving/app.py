@@ -14,6 +14,7 @@ Errors are {"error": "..."} with a 4xx/5xx status (TF Serving's form). The limit
 serving/service.py (model work) and serving/server.py (connections); bodies are read here, within a deadline.
 """
 import asyncio
+import contextlib
 import importlib.resources
 
 from pipeline import quiet
@@ -75,8 +76,11 @@ JSON_BODY = {'requestBody': {'required': True, 'content': {'application/json': {
 DRAIN = 4   # an over-limit body up to DRAIN x the limit is read and dropped (not kept), so the client sees the 413
 
 
-async def read_body(request, limit, timeout=BODY_TIMEOUT):
-  """The request body, or HttpError: 413 past `limit` bytes (announced or sent), 408 past `timeout` seconds.
+@contextlib.asynccontextmanager
+async def body_of(request, limit, budget, timeout=BODY_TIMEOUT):
+  """`async with body_of(...) as body`: the request body, counted against the server's budget of buffered
+  bytes while the request is handled; HttpError 413 past `limit` bytes (announced or sent), 408 past `timeout`
+  seconds, 503 when the budget is spent (many large uploads at once).
 
   A client still sending when the server answers gets a broken pipe instead of the answer (Python's http.client
   does), so a body somewhat over the limit is read to its end and dropped; a larger one is answered at once, and
@@ -88,25 +92,35 @@ async def read_body(request, limit, timeout=BODY_TIMEOUT):
   if length is not None and int(length) > DRAIN * limit:
     too_large.close = True
     raise too_large
-  chunks, size = [], 0
+  chunks, size, taken = [], 0, 0
 
   async def receive():
-    nonlocal size
+    nonlocal size, taken
     async for chunk in request.stream():
       size += len(chunk)
       if size > DRAIN * limit:   # chunked: no length to check up front
         too_large.close = True
         break
       if size <= limit:
+        budget.take(len(chunk))   # counted as it arrives: a client that sends nothing holds nothing
+        taken += len(chunk)
         chunks.append(chunk)
   try:
-    await asyncio.wait_for(receive(), timeout)
-  except asyncio.TimeoutError:
-    raise HttpError(408, f'the request body did not arrive within {timeout:.0f} s ({size} of '
-                    f'{length or "?"} bytes came): send it faster, or check the Content-Length header') from None
-  if size > limit:
-    raise too_large
-  return b''.join(chunks)
+    try:
+      await asyncio.wait_for(receive(), timeout)
+    except asyncio.TimeoutError:
+      raise HttpError(408, f'the request body did not arrive within {timeout:.0f} s ({size} of '
+                      f'{length or "?"} bytes came): send it faster, or check the Content-Length header') from None
+    except HttpError as e:   # the budget is spent: the rest of the body is still on the wire
+      e.close = True
+      raise
+    if size > limit:
+      raise too_large
+    body = b''.join(chunks)
+    chunks.clear()
+    yield body
+  finally:
+    budget.give(taken)
 
 
 def error_response(status, message, close=False):
@@ -174,11 +188,11 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
     fmt = format.lower().replace('jpg', 'jpeg')
     if fmt not in model.FORMATS:
       raise HttpError(400, f'format={format} is not offered; use format=jpeg or format=png')
-    body = await read_body(request, svc.max_bytes, body_timeout)
-    if not body:
-      raise HttpError(400, 'empty request body: send the image file as the body, e.g. '
-                      'curl --data-binary @photo.jpg -o colour.jpg http://HOST:PORT/v1/colorize')
-    (image,), colour = await svc.colorize([body], fmt, lambda i: 'the upload', check_colour=True)
+    async with body_of(request, svc.max_bytes, svc.buffered, body_timeout) as body:
+      if not body:
+        raise HttpError(400, 'empty request body: send the image file as the body, e.g. '
+                        'curl --data-binary @photo.jpg -o colour.jpg http://HOST:PORT/v1/colorize')
+      (image,), colour = await svc.colorize([body], fmt, lambda i: 'the upload', check_colour=True)
     headers = {'Content-Disposition': f'inline; filename="colour.{"jpg" if fmt == "jpeg" else "png"}"'}
     if colour:
       headers['X-Colorizer-Note'] = ('the photo already had colour (or a tint): it was replaced by colour '
@@ -205,8 +219,8 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
     if verb != 'predict':
       raise HttpError(400 if verb else 405, f'{verb or "metadata"} is not supported: this server answers '
                       'POST /v1/models/NAME:predict')
-    body = await read_body(request, svc.max_body, body_timeout)
-    return fastapi.Response(await svc.predict(body), media_type='application/json')
+    async with body_of(request, svc.max_body, svc.buffered, body_timeout) as body:
+      return fastapi.Response(await svc.predict(body), media_type='application/json')
 
   async def status(name, version, metadata=False):
     verb = model_path(name, version)
@@ -274,6 +288,8 @@ def define_flags():
   flags.DEFINE_integer('max-batch', 8, 'Most images one model call takes from concurrent requests.')
   flags.DEFINE_integer('max-pending', 32, 'Requests with model work in progress beyond which the server answers '
                        '503.')
+  flags.DEFINE_integer('max-buffered', service.DEFAULT_MAX_BUFFERED, 'Bytes of request bodies the server holds '
+                       'at once (uploads in progress and being coloured); past it, 503.')
   flags.DEFINE_float('request-timeout', service.DEFAULT_TIMEOUT, 'Seconds a request may wait for the model '
                      'before it is answered 503.')
   flags.DEFINE_float('body-timeout', BODY_TIMEOUT, 'Seconds a client may take to send a request body (408 after).')
@@ -291,7 +307,8 @@ def main(argv):
     raise absl_app.UsageError(str(e)) from None
   warm_up(colorizer)
   svc = Service(colorizer, FLAGS['model-name'].value, FLAGS['max-bytes'].value, FLAGS['max-pixels'].value,
-                FLAGS['max-batch'].value, FLAGS['max-pending'].value, FLAGS['request-timeout'].value)
+                FLAGS['max-batch'].value, FLAGS['max-pending'].value, FLAGS['request-timeout'].value,
+                max_buffered=FLAGS['max-buffered'].value)
   logging.info('model %s version %d from %s', svc.name, colorizer.version, colorizer.path)
   print(f'Serving {colorizer.path} on http://{FLAGS.host}:{FLAGS.port}/ (REST: /v1/models/{svc.name}:predict, '
         'API: /openapi.json); Ctrl-C or SIGTERM stops', flush=True)

@@ -1,6 +1,7 @@
 """What the HTTP layer calls: the loaded model, its batchers, and the limits that keep a server up under load.
 
 Everything here is bounded, in count and in time:
+- Request bodies held at once are limited to `max_buffered` bytes (serving/app.py counts them as they arrive).
 - `max_pending` requests may hold model work (preparing, waiting for or in a model call); one more gets 503 at
   once, before its image is decoded, so a burst costs nothing but the answer.
 - Image preparation (header checks, decoding unusual formats) runs on `prep_threads` threads, the model on one
@@ -21,6 +22,7 @@ from serving import batching, inputs, model, rest
 
 DEFAULT_MAX_BYTES = 20 * 2 ** 20
 DEFAULT_MAX_PIXELS = 30_000_000   # a 24-megapixel camera photo fits
+DEFAULT_MAX_BUFFERED = 256 * 2 ** 20   # request bodies held at once: ~9 full-size base64 JSON bodies
 DEFAULT_TIMEOUT = 120.0           # seconds a request may wait for the model (a 30 MP photo takes ~10 s here)
 
 
@@ -32,12 +34,30 @@ class HttpError(Exception):
     self.status = status
 
 
+class Budget:
+  """Bytes held by requests in progress (their bodies), against a limit; only used on the event loop's thread."""
+
+  def __init__(self, limit):
+    self.limit, self.used = limit, 0
+
+  def take(self, n):
+    if self.used + n > self.limit:
+      raise HttpError(503, f'the server holds {self.used} bytes of uploads already (--max-buffered '
+                      f'{self.limit}): retry in a moment')
+    self.used += n
+
+  def give(self, n):
+    self.used -= n
+
+
 class Service:
   """The model behind the REST API and the page, with the request limits."""
 
   def __init__(self, colorizer, name='colorizer', max_bytes=DEFAULT_MAX_BYTES, max_pixels=DEFAULT_MAX_PIXELS,
-               max_batch=8, max_pending=32, request_timeout=DEFAULT_TIMEOUT, prep_threads=2):
+               max_batch=8, max_pending=32, request_timeout=DEFAULT_TIMEOUT, prep_threads=2,
+               max_buffered=DEFAULT_MAX_BUFFERED):
     self.colorizer, self.name = colorizer, name
+    self.buffered = Budget(max_buffered)
     self.max_bytes, self.max_pixels = max_bytes, max_pixels
     self.max_pending, self.request_timeout = max_pending, request_timeout
     self._batchers = {fmt: batching.Batcher(lambda items, fmt=fmt: colorizer.colorize(items, fmt), max_batch,
@@ -83,17 +103,17 @@ class Service:
   async def colorize(self, images, fmt, where, check_colour=False):
     """Encoded images -> (encoded colour images, the indices of inputs that already had colour)."""
     release = self._acquire()
-    futures = []
+    futures = [self._on_thread(self._prepare, images, where, check_colour)]
     try:
-      prepared = await self._wait(self._on_thread(self._prepare, images, where, check_colour), 'reading the image')
-      futures = [self._batchers[fmt].submit(p.data, p.height * p.width) for p in prepared]
+      prepared = await self._wait(futures[0], 'reading the image')
+      futures += [self._batchers[fmt].submit(p.data, p.height * p.width) for p in prepared]
       results = []
-      for i, future in enumerate(futures):
+      for i, future in enumerate(futures[1:]):
         try:
           results.append(await self._wait(future, 'colouring the image'))
         except model.ColorizeError as e:
           raise HttpError(e.status, f'{where(i)}: {e}') from None
-    finally:   # the slot is held until the model calls this request joined have ended
+    finally:   # the slot is held until the work this request started (decoding, model calls) has ended
       _when_all_done(futures, release)
     return results, [i for i, p in enumerate(prepared) if p.colour]
 
@@ -160,7 +180,7 @@ class Service:
   def health(self):
     return {'status': 'ok', 'model': self.name, 'version': self.colorizer.version,
             'max_bytes': self.max_bytes, 'max_pixels': self.max_pixels,
-            'pending': self._pending, 'max_pending': self.max_pending}
+            'pending': self._pending, 'max_pending': self.max_pending, 'buffered_bytes': self.buffered.used}
 
 
 def _when_all_done(futures, callback):

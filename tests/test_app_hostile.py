@@ -95,7 +95,7 @@ def test_1000_slow_clients_hold_nothing_and_health_answers(server):
   socks += hostile.slow_clients(server, half)                                             # announced body
   started = time.monotonic()
   assert healthy(server)
-  assert time.monotonic() - started < 1.0
+  assert time.monotonic() - started < 3.0   # (the server shares this process and two busy cores with the clients)
   assert hostile.closed_by_server(socks, timeout=TIMEOUT + 5) == 2 * half   # each within its time-out
   assert healthy(server)
 
@@ -223,3 +223,17 @@ def test_sigterm_finishes_the_request_in_progress_then_exits(tmp_path):
   finally:
     if proc.poll() is None:
       proc.kill()
+
+
+def test_uploads_past_the_buffered_bytes_budget_are_503_and_the_budget_comes_back(photo):
+  svc = app.Service(sm.colorizer(), max_buffered=2 * len(photo) + 100, **LIMITS)
+  with http_server.Background(app.make_app(svc)) as address:
+    with socket.create_connection(address, timeout=30) as slow:   # one upload in progress holds its bytes
+      slow.sendall(hostile.request('POST', '/v1/colorize', photo + photo, length=2 * len(photo))[:-len(photo)])
+      time.sleep(0.3)
+      answer = hostile.post(address, '/v1/colorize', photo + photo)
+      assert answer.status == 503 and '--max-buffered' in answer.json()['error']
+      slow.sendall(photo)
+      assert hostile.read_answer(slow, time.perf_counter()).status in (400, 200)   # (two JPEGs: the first is read)
+    assert hostile.get(address, '/healthz').json()['buffered_bytes'] == 0
+    assert hostile.post(address, '/v1/colorize', photo).status == 200
