@@ -26,6 +26,10 @@ sys.path[:0] = [str(REPO), str(REPO / 'tests')]
 
 import psutil
 
+from pipeline import quiet
+
+quiet.tensorflow()   # serving_model (photos, the default model) imports TensorFlow: keep its notices off
+
 import hostile
 
 HOST = '127.0.0.1'   # loopback only: hostile.check_loopback refuses anything else

@@ -123,8 +123,12 @@ async def body_of(request, limit, budget, timeout=BODY_TIMEOUT):
     budget.give(taken)
 
 
+RETRY_AFTER = '1'   # seconds a client told 503 (busy, out of memory, too slow) should wait before it retries
+
+
 def error_response(status, message, close=False):
-  return responses.JSONResponse({'error': message}, status, headers=CLOSE if close else None)
+  headers = dict(CLOSE if close else {}, **({'Retry-After': RETRY_AFTER} if status == 503 else {}))
+  return responses.JSONResponse({'error': message}, status, headers=headers or None)
 
 
 # -------------------------------------------------------------- the app

@@ -166,8 +166,9 @@ class LoadReport:
 
 
 def load(address, bodies, clients, seconds, path='/v1/colorize', timeout=300.0):
-  """`clients` threads posting the bodies in turn for `seconds` (each on one kept-alive connection), while
-  /healthz is asked every 0.5 s on its own connection. Statuses counted; 0 means no answer."""
+  """`clients` threads posting the bodies in turn for `seconds` (each on one kept-alive connection, waiting as
+  Retry-After says after a 503), while /healthz is asked every 0.5 s on its own connection. Statuses counted;
+  0 means no answer."""
   check_loopback(address[0])
   stop = time.monotonic() + seconds
   statuses, latencies = {}, []
@@ -192,6 +193,8 @@ def load(address, bodies, clients, seconds, path='/v1/colorize', timeout=300.0):
       if answer.status == 0 or answer.headers.get('connection') == 'close':
         sock.close()
         sock = None
+      if answer.status == 503:   # a well-behaved client waits as told before it retries
+        time.sleep(max(0.0, min(float(answer.headers.get('retry-after', 1)), stop - time.monotonic())))
       i += clients
     if sock:
       sock.close()

@@ -145,6 +145,7 @@ def test_an_out_of_memory_batch_is_503_not_the_clients_fault(service, server, ph
   monkeypatch.setattr(type(service.colorizer), '__call__', lambda self, name, **inputs: oom(name, **inputs))
   answer = hostile.post(server, '/v1/colorize', photo)
   assert answer.status == 503 and 'out of memory' in answer.json()['error']
+  assert answer.headers['retry-after'] == '1'
   answer = hostile.post(server, '/v1/models/colorizer:predict', hostile.predict_body([photo, photo]))
   assert answer.status == 503 and 'out of memory' in answer.json()['error']
   monkeypatch.undo()
