@@ -178,14 +178,19 @@ def load(address, bodies, clients, seconds, path='/v1/colorize', timeout=300.0):
   def client(k):
     sock, i = None, k
     while time.monotonic() < stop:
-      if sock is None:
-        sock = socket.create_connection(address, timeout=timeout)
-      started = time.perf_counter()
-      try:
-        sock.sendall(request('POST', path, bodies[i % len(bodies)]))
-        answer = read_answer(sock, started)
-      except OSError:
-        answer = Answer(0, {}, b'', 0.0)
+      for fresh in (sock is None, True):   # a kept-alive connection the server closed while idle: reconnect once
+        if fresh:
+          if sock is not None:
+            sock.close()
+          sock = socket.create_connection(address, timeout=timeout)
+        started = time.perf_counter()
+        try:
+          sock.sendall(request('POST', path, bodies[i % len(bodies)]))
+          answer = read_answer(sock, started)
+        except OSError:
+          answer = Answer(0, {}, b'', 0.0)
+        if answer.status or fresh:
+          break
       with lock:
         statuses[answer.status] = statuses.get(answer.status, 0) + 1
         if answer.status == 200:
