@@ -92,8 +92,8 @@ class ColorizerModule(tf.Module):
       ab, box, shape, pixels = args
       count = shape[0] * shape[1]
       # L at full resolution from the photo, ab upsampled from the canvas, straight to 8 bits (pipeline.colour),
-      # in strips of STRIP pixels: their temporaries stay in the CPU's cache and a 30 MP photo needs no float
-      # copies of itself but ab (the first strips ran 2x faster than the whole image at 3 MP).
+      # in strips of STRIP pixels: the per-pixel temporaries exist for one strip at a time, so a 30 MP photo
+      # needs no float copies of itself but ab (it added 2.1 GB to the process before, 0.6 GB now; BENCHMARKS.md).
       strips = (count + STRIP - 1) // STRIP
       pad = strips * STRIP - count
       ab = tf.reshape(letterbox.unletterbox(ab, box, shape[0], shape[1]), [count, 2])
