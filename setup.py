@@ -1,7 +1,8 @@
 """The colorizer: a Beam preprocessing job, a tf.distribute trainer and serving front ends.
 
 This is also the file Dataflow workers install from (`--setup_file ./setup.py`), so install_requires
-holds exactly what the workers need to run the pipeline.
+holds what the workers need to run the pipeline, plus the serving app's web stack (fastapi, uvicorn: small
+pure-Python wheels, so that one install serves every stage).
 """
 import setuptools
 
