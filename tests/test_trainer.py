@@ -146,18 +146,19 @@ def test_losses_ignore_the_letterbox_padding(loss):
 # ---------------------------------------------------------------- training
 
 def _fixed_batch(records, meta, n=4):
-  """(features, targets) of the first n training records by key (the shards' order varies between runs)."""
+  """The input pipeline's batch (stored planes, no augmentation) of the first n training records by key (the
+  shards' order varies between runs)."""
   raw = [r.numpy() for f in schema.list_shards(records, 'train') for r in tf.data.TFRecordDataset(f)]
-  r = schema.parse_batch(tf.constant(raw), meta)
+  r = schema.parse_batch(tf.constant(raw), meta, decode_lab=False)
   first = np.argsort(r['key'].numpy())[:n]
-  lab, box, embedding = (tf.gather(r[k], first) for k in ('lab', 'box', 'embedding'))
-  return {'l': lab[..., :1], 'embedding': embedding}, {'ab': lab[..., 1:], 'box': box}
+  return {'planes': tf.gather(r['lab'], first), 'box': tf.gather(r['box'], first),
+          'embedding': tf.gather(r['embedding'], first)}
 
 
 def test_one_step_on_two_mirrored_replicas_equals_one_step_on_one_device(records):
   """Gradients are all-reduced right: the loss is summed per replica and divided by the global batch."""
   meta = data.load_metadata(records)
-  x, y = _fixed_batch(records, meta)
+  batch = _fixed_batch(records, meta)
   trained = {}
   for name in ('one_device', 'mirrored'):
     cfg = _config(records, '/unused', batch_size=4 // (2 if name == 'mirrored' else 1))
@@ -165,7 +166,7 @@ def test_one_step_on_two_mirrored_replicas_equals_one_step_on_one_device(records
     keras.utils.set_random_seed(7)
     trainer = task.Trainer(cfg, meta, strategy, total_steps=2)
     assert trainer.global_batch == 4 and strategy.num_replicas_in_sync == (2 if name == 'mirrored' else 1)
-    iterator = trainer.distribute(tf.data.Dataset.from_tensors((x, y)).repeat())
+    iterator = trainer.distribute(tf.data.Dataset.from_tensors(batch).repeat())
     losses_ = [float(trainer.train_step(iterator)) for _ in range(2)]
     trained[name] = (losses_, [v.numpy() for v in trainer.model.trainable_variables],
                      [v.numpy() for v in trainer.model.non_trainable_variables])   # BN moving statistics
@@ -210,7 +211,9 @@ def test_zoom_keeps_the_content_box_on_the_content(box):
   lab = np.zeros([n, size, size, 3], np.float32)
   lab[:, t:t + h, l:l + w] = [60.0, 20.0, -20.0]
   tf.random.set_seed(3)
-  zoomed, boxes = (v.numpy() for v in data._zoom(tf.constant(lab), tf.constant([box] * n, tf.int32), 0.5))
+  # Drawn by the input pipeline on the host, applied on the device.
+  squares, boxes = data._zoom_squares(tf.constant([box] * n, tf.int32), size, 0.5)
+  zoomed, boxes = data.augment_on_device(tf.constant(lab), squares=squares).numpy(), boxes.numpy()
   if h != w:   # random crops, not one (a square photo fills every crop: its box stays the canvas)
     assert len({tuple(b) for b in boxes}) > n // 2
   for image, (t2, l2, h2, w2) in zip(zoomed, boxes):
@@ -352,7 +355,7 @@ def test_mixed_embedders_are_refused(copy, tmp_path):
 
 def test_records_of_another_dataset_are_named(copy, tmp_path):
   # A shard whose records hold 8-d embeddings, in a directory whose metadata says 1000-d.
-  lab = tf.io.encode_png(tf.zeros([SIZE, SIZE, 3], tf.uint8)).numpy()
+  lab = schema.encode_lab(np.zeros([SIZE, SIZE, 3], np.uint8))
   shard = copy / 'val-00000-of-00001.tfrecord'
   with tf.io.TFRecordWriter(str(shard)) as w:
     w.write(schema.serialize('x.jpg', -1, '', lab, [0, 0, SIZE, SIZE], [SIZE, SIZE], np.zeros(8)))
