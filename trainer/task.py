@@ -168,8 +168,10 @@ def make_optimizer(cfg, total_steps):
 
 
 def _check_xla(cfg, strategy):
+  if not cfg.xla or strategy.num_replicas_in_sync == 1:
+    return
   devices = strategy.extended.worker_devices
-  if cfg.xla and strategy.num_replicas_in_sync > 1 and not all('GPU' in d.upper() for d in devices):
+  if not all('GPU' in d.upper() for d in devices):
     raise app.UsageError(
         f'--xla with {strategy.num_replicas_in_sync} replicas needs every replica on a GPU (here: '
         f'{", ".join(devices)}): MirroredStrategy cannot synchronise batch norm inside XLA on other devices. '
