@@ -6,7 +6,8 @@ runs in tf.data's own threads, so the training step never waits on it (benchmark
 
 The host sends the stored uint8 planes, a quarter of float32 Lab's bytes, and the augmentation as parameters;
 `on_device`, called inside the train step, turns them into Lab and applies the flips and zooms where the model
-runs. On a GPU that work is nearly free; on the host it cost 4 of the 5 ms a record took (BUILD_NOTES.md).
+runs. On a GPU that work is nearly free; on the host it was over half of the 3.6 ms of CPU a record took
+(BUILD_NOTES.md).
 """
 import concurrent.futures
 import posixpath
