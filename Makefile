@@ -17,16 +17,24 @@ $(STAMP): setup.py constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# The demo trains as the quality study found best for a CPU and few photos (BENCHMARKS.md, Quality): 128 px,
-# half width, classification, cosine schedule, zoom; beta, because the offline embedder has random weights.
+# The demo colours with the unet (a frozen ImageNet MobileNetV2 as its encoder) when ImageNet weights can be had:
+# DEMO_WEIGHTS (default: Keras' download, cached in ~/.keras/models) or a local weights file of the full
+# classifier. Offline it says so on one line and falls back to random weights and the beta model (no encoder to
+# pretrain), whose colour is a sepia guess. 128 px, half width, classification, cosine schedule, zoom: as the
+# quality study found best on a CPU (BENCHMARKS.md, Quality).
+DEMO_WEIGHTS ?= imagenet
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.preprocess --output $(OUT)/records --embedder mobilenet_v2 \
-	    --embedder-weights random --image-size 128 --runner DirectRunner
-	$(BIN)/python -m pipeline.inspect $(OUT)/records --limit 2
-	$(BIN)/python -m trainer.task --data $(OUT)/records --job-dir $(OUT)/job --model beta --width 0.5 \
-	    --epochs $(DEMO_EPOCHS) --steps-per-epoch 100 --batch-size 8 --noexport
-	$(BIN)/python -m trainer.export --job-dir $(OUT)/job
-	$(BIN)/python -m serving.colorize --model $(OUT)/job/export --output $(OUT)/coloured \
+	@if $(BIN)/python -m pipeline.embedder mobilenet_v2 '$(DEMO_WEIGHTS)' >/dev/null 2>&1; then \
+	    weights='$(DEMO_WEIGHTS)'; model=unet; else weights=random; model=beta; \
+	    echo "demo: MobileNetV2's ImageNet weights ($(DEMO_WEIGHTS)) cannot be had here (offline?): falling back to random weights and --model beta, a sepia guess; DEMO_WEIGHTS=FILE takes a local weights file"; fi; \
+	set -e; \
+	$(BIN)/python -m pipeline.preprocess --output $(OUT)/records-$$model --embedder mobilenet_v2 \
+	    --embedder-weights "$$weights" --image-size 128 --runner DirectRunner; \
+	$(BIN)/python -m pipeline.inspect $(OUT)/records-$$model --limit 2; \
+	$(BIN)/python -m trainer.task --data $(OUT)/records-$$model --job-dir $(OUT)/job-$$model --model $$model --width 0.5 \
+	    --epochs $(DEMO_EPOCHS) --steps-per-epoch 100 --batch-size 8 --noexport; \
+	$(BIN)/python -m trainer.export --job-dir $(OUT)/job-$$model; \
+	$(BIN)/python -m serving.colorize --model $(OUT)/job-$$model/export --output $(OUT)/coloured \
 	    $$($(BIN)/python -c 'import os, skimage.data; print(os.path.join(os.path.dirname(skimage.data.__file__), "camera.png"))')
 
 # Debian's Chromium, which tests/test_app_browser.py drives through Playwright (Playwright's own browser

@@ -1,7 +1,8 @@
 """The frozen ImageNet classifier that embeds the *greyscale* image (DESIGN.md, Preprocessing).
 
 `build()` returns a Keras model from the L channel of the letterboxed canvas (L in [0, 100]) to the
-classifier's 1000-way softmax. The grey photo is rebuilt from L with the one colour conversion, replicated to
+classifier's 1000-way softmax; `pyramid()` the same classifier's convolutional trunk as a frozen feature pyramid
+(the trainer's `unet` encoder), loaded from the same weights. The grey photo is rebuilt from L with the one colour conversion, replicated to
 three channels, resized to the classifier's input and passed through its own `preprocess_input`. The Beam
 job, the trainer and the exported serving graph all call this, so the embedding cannot drift between them.
 """
@@ -26,11 +27,17 @@ class Spec:
   module: str
   input_size: int
   dim: int = 1000
+  # The trunk's layers at strides 2, 4, 8, 16 and 32 of its input (a name, or an index where Keras numbers the
+  # name per process): the last layer of each stage, where its features are richest.
+  pyramid: tuple = ()
 
 
 SPECS = {
-    'inception_resnet_v2': Spec('InceptionResNetV2', 'inception_resnet_v2', 299),
-    'mobilenet_v2': Spec('MobileNetV2', 'mobilenet_v2', 224),
+    # 'valid' padding: its stages are a few pixels short of the strides (pyramid() resizes them).
+    'inception_resnet_v2': Spec('InceptionResNetV2', 'inception_resnet_v2', 299,
+                                pyramid=(3, 16, 'block35_10_ac', 'block17_20_ac', 'conv_7b_ac')),
+    'mobilenet_v2': Spec('MobileNetV2', 'mobilenet_v2', 224, pyramid=(
+        'block_1_expand_relu', 'block_3_expand_relu', 'block_6_expand_relu', 'block_13_expand_relu', 'out_relu')),
 }
 PRECISIONS = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16'}
 
@@ -43,20 +50,20 @@ class EmbedderError(RuntimeError):
 class ClassifierInput(keras.layers.Layer):
   """L canvas [B, S, S, 1] in [0, 100] -> the classifier's preprocessed grey RGB input [B, N, N, 3]."""
 
-  def __init__(self, spec_name, **kwargs):
+  def __init__(self, spec_name, size=None, **kwargs):
     super().__init__(**kwargs)
-    self.spec_name = spec_name
-    spec = SPECS[spec_name]
-    self._size = spec.input_size
-    self._preprocess = getattr(keras.applications, spec.module).preprocess_input
+    self.spec_name, self.size = spec_name, size
+    self._size = size or SPECS[spec_name].input_size   # the encoder keeps the canvas size; the embedder resizes
+    self._preprocess = getattr(keras.applications, SPECS[spec_name].module).preprocess_input
 
   def call(self, l):
     grey = colour.grey_rgb(tf.cast(l[..., 0], tf.float32))[..., None] * 255.0
-    grey = tf.image.resize(grey, [self._size, self._size], method='bilinear', antialias=True)
+    if grey.shape[1] != self._size or grey.shape[2] != self._size:
+      grey = tf.image.resize(grey, [self._size, self._size], method='bilinear', antialias=True)
     return self._preprocess(tf.repeat(grey, 3, axis=-1))
 
   def get_config(self):
-    return dict(super().get_config(), spec_name=self.spec_name)
+    return dict(super().get_config(), spec_name=self.spec_name, size=self.size)
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,6 +138,20 @@ def build(name, weights, precision='float32', image_size=256):
   return model
 
 
+def check_weights(info):
+  """The weights file that info (describe()'s dict) names, checked against its recorded sha256."""
+  weights = info['weights']
+  if info.get('weights_sha256'):
+    if '://' not in weights and not os.path.exists(weights):
+      raise EmbedderError(f'the records were embedded with the weights file {weights}, which is not on this '
+                          'machine: put it back at that path (the model embeds with it at serving time)')
+    digest = sha256(local_weights(weights))   # gs:// is fetched once per process
+    if digest != info['weights_sha256']:
+      raise EmbedderError(f'{weights} has sha256 {digest}, but the records were embedded with a file of sha256 '
+                          f'{info["weights_sha256"]}: restore the original file')
+  return weights
+
+
 def describe(name, weights, precision):
   """What metadata.json records of the embedder, so later stages rebuild (or refuse) the same one."""
   spec = SPECS[name]
@@ -139,3 +160,76 @@ def describe(name, weights, precision):
   if weights not in ('random', 'imagenet') and '://' not in weights:
     info['weights_sha256'] = sha256(weights)
   return info
+
+
+def pyramid(name, weights, image_size):
+  """Frozen encoder: L canvas [B, S, S, 1] -> the classifier trunk's features at strides 2, 4, 8, 16, 32.
+
+  The trunk runs on the grey canvas at its own size (convolutions take any size) with the classifier's
+  preprocessing. weights as build()'s: 'imagenet', a file of the *full* classifier (the one the embedder
+  loads, so one file serves both), 'random' (seeded), or None: left uninitialised for a checkpoint to fill.
+  Each level is resized to exactly S / stride where the trunk's padding leaves it a few pixels short.
+  """
+  if name not in SPECS:
+    raise EmbedderError(f'unknown encoder {name!r}; choose one of {", ".join(SPECS)}')
+  if image_size % 32:
+    raise EmbedderError(f'the encoder needs an image size that is a multiple of 32 (five stride-2 stages), '
+                        f'got {image_size}')
+  spec = SPECS[name]
+  app = getattr(keras.applications, spec.application)
+  if weights == 'random':
+    keras.utils.set_random_seed(RANDOM_SEED)
+  trunk = app(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
+  if weights not in (None, 'random'):
+    _copy_trunk(_classifier(spec, weights), trunk)
+  taps = [trunk.layers[t] if isinstance(t, int) else trunk.get_layer(t) for t in spec.pyramid]
+  l = keras.Input((image_size, image_size, 1), name='l')
+  features = keras.Model(trunk.input, [t.output for t in taps], name=f'{name}_trunk')(
+      ClassifierInput(name, size=image_size, name='encoder_input')(l))
+  levels = []
+  for x, stride in zip(features, (2, 4, 8, 16, 32)):
+    side = image_size // stride
+    if x.shape[1] != side or x.shape[2] != side:
+      x = keras.layers.Resizing(side, side, interpolation='bilinear')(x)
+    levels.append(x)
+  model = keras.Model(l, levels, name=f'encoder_{name}')
+  model.trainable = False   # frozen, its batch normalisation in inference mode (Keras 3)
+  return model
+
+
+def _copy_trunk(classifier, trunk):
+  """The classifier's weights into the no-top trunk, layer by layer in order (the trunk is the classifier's
+  prefix; auto-generated layer names differ between two builds in one process, so names cannot pair them)."""
+  source = [layer for layer in classifier.layers if layer.weights]
+  target = [layer for layer in trunk.layers if layer.weights]
+  for src, dst in zip(source, target):
+    values = src.get_weights()
+    if [v.shape for v in values] != [tuple(w.shape) for w in dst.weights]:
+      raise EmbedderError(f'cannot copy {classifier.name} layer {src.name} into the encoder\'s {dst.name}: '
+                          'the weights file does not fit this network')
+    dst.set_weights(values)
+
+
+def main(argv=None):
+  """`python -m pipeline.embedder [NAME] [WEIGHTS]`: can these weights be had here? Exit 0, or 2 with the reason.
+
+  With `imagenet` this downloads Keras' file into its cache (~/.keras/models), so later stages load it offline;
+  `make demo` asks it before choosing between ImageNet weights and its offline fallback.
+  """
+  import sys
+  args = list(sys.argv[1:] if argv is None else argv)
+  name = args[0] if args else 'mobilenet_v2'
+  weights = args[1] if len(args) > 1 else 'imagenet'
+  try:
+    if name not in SPECS:
+      raise EmbedderError(f'unknown embedder {name!r}; choose one of {", ".join(SPECS)}')
+    if weights != 'random':
+      _classifier(SPECS[name], weights)
+  except EmbedderError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())

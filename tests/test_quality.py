@@ -16,23 +16,30 @@ STUDY = REPO / 'benchmarks' / 'quality.py'
 def test_the_study_trains_evaluates_and_reports(shared_imagenet, mobilenet_weights, tmp_path):
   photos = tmp_path / 'photos'
   photos.mkdir()
+  more = tmp_path / 'more'    # more training photos: in the job, never in the evaluated val photos
+  more.mkdir()
   for name in sorted(os.listdir(shared_imagenet))[:16]:
     os.symlink(shared_imagenet / name, photos / name)
+  for name in sorted(os.listdir(shared_imagenet))[16:28]:
+    os.symlink(shared_imagenet / name, more / name)
   work = tmp_path / 'study'
   cmd = [sys.executable, str(STUDY), '--images', str(photos), '--weights', str(mobilenet_weights),
          '--work', str(work), '--image-size', '64', '--width', '0.25', '--steps', '4', '--epochs', '2',
-         '--batch-size', '4', '--val-fraction', '0.3', '--only', 'fusion-classification,beta-mse',
-         '--trainer-args', '--zoom 0.8']
+         '--batch-size', '4', '--val-fraction', '0.3', '--only', 'unet-classification,beta-mse',
+         '--trainer-args', '--zoom 0.8', '--more-photos', str(more)]
   out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
   val = sorted(os.listdir(work / 'val-photos'))
   assert 1 <= len(val) < 16   # the key-hash split of the preprocessing job, read back from the val records
+  assert set(val) <= set(os.listdir(photos))
+  meta = json.loads((work / 'records-64-more' / 'metadata.json').read_text())
+  assert sum(meta['counts'].values()) == 28
   report = (work / 'quality.md').read_text()
   metrics_table = report.split('Targets')[0]
   rows = {line.split('|')[1].strip(): line for line in metrics_table.splitlines() if line.startswith('| ')}
-  assert {'fusion-classification', 'beta-mse', 'grey baseline (ab = 0)'} <= set(rows)
-  for name in ('fusion-classification', 'beta-mse'):
+  assert {'unet-classification', 'beta-mse', 'grey baseline (ab = 0)'} <= set(rows)
+  for name in ('unet-classification', 'beta-mse'):
     summary = json.loads((work / 'reports' / name / 'summary.json').read_text())
     assert summary['model']['model'] == name.split('-')[0] and summary['model']['loss'] == name.split('-')[1]
     assert summary['model']['step'] == 4
@@ -40,11 +47,16 @@ def test_the_study_trains_evaluates_and_reports(shared_imagenet, mobilenet_weigh
     assert f"{summary['metrics']['model']['auc_rebalanced']:.4f}" in rows[name]
   run_info = json.loads((work / 'jobs' / 'beta-mse' / 'checkpoints' / 'run.json').read_text())
   assert run_info['zoom'] == 0.8 and run_info['image_size'] == 64   # --trainer-args reached the trainer
-  targets = [line for line in report.splitlines() if line.startswith('| fusion-classification | 0.')]
-  # Rebalanced AuC against the grey baseline's, CF against truth, dCF against fusion-mse (absent from this run).
-  assert len(targets) == 1 and re.search(r'\*\*(met|missed)\*\* \| [\d.]+%: \*\*(met|missed)\*\* \| [\d.]+ '
-                                         r'\(fusion-mse not in this run\)', targets[0]), report
-  assert re.search(r'\| beta-mse \| .* \| n/a \(an MSE model\) \|', report)
+  # The unet found the MobileNetV2 weights through the records' metadata.
+  unet_run = json.loads((work / 'jobs' / 'unet-classification' / 'checkpoints' / 'run.json').read_text())
+  assert unet_run['encoder']['weights'] == str(mobilenet_weights)
+  # Each model against the grey baseline: plain AuC, rebalanced AuC + 0.03, CF within 15 % of truth, PSNR - 0.5.
+  grey = json.loads((work / 'reports' / 'beta-mse' / 'summary.json').read_text())['metrics']['grey_baseline']
+  for name in ('unet-classification', 'beta-mse'):
+    (line,) = [line for line in report.splitlines() if line.startswith(f'| {name} | 0.')]
+    assert re.fullmatch(rf'\| {name} \| [\d.]+ vs {grey["auc"]:.4f}: \*\*(met|missed)\*\* \| [\d.]+ vs '
+                        rf'{grey["auc_rebalanced"]:.4f}: \*\*(met|missed)\*\* \| [\d.]+%: \*\*(met|missed)\*\* \| '
+                        rf'[\d.]+ vs {grey["psnr"]:.2f}: \*\*(met|missed)\*\* \|', line), line
   assert 'zoom 0.8' in report and '4 steps of batch 4' in report
 
   grid = Image.open(work / 'grid.jpg')

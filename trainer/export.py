@@ -1,6 +1,6 @@
 r"""Export a trained colorizer as a self-contained SavedModel in TF Serving's layout.
 
-  python -m trainer.export --job-dir DIR [--checkpoint PATH]
+  python -m trainer.export --job-dir DIR [--checkpoint PATH] [--temperature T]
 
 Writes JOB_DIR/export/<version>/ (version: seconds since the epoch, always increasing), or the SavedModel
 itself into $AIP_MODEL_DIR on Vertex AI, from the latest checkpoint (or --checkpoint). The frozen embedder is
@@ -20,7 +20,6 @@ from pipeline import quiet
 tf = quiet.tensorflow()  # before anything else imports it, so its start-up notices stay off the terminal
 
 import json
-import os
 import posixpath
 import sys
 import time
@@ -42,8 +41,9 @@ class ExportError(RuntimeError):
 class ColorizerModule(tf.Module):
   """The exported graph: frozen embedder + colorizer, and the serving signatures as functions."""
 
-  def __init__(self, colorizer, embedder_model, loss, image_size):
+  def __init__(self, colorizer, embedder_model, loss, image_size, temperature=abbins.TEMPERATURE):
     super().__init__()
+    self._temperature = temperature
     self.colorizer = colorizer
     self.embedder = embedder_model
     self._loss = loss
@@ -58,7 +58,7 @@ class ColorizerModule(tf.Module):
     embedding = self.embedder(l, training=False)
     outputs = self.colorizer(model_lib.features(self.colorizer, {'l': l, 'embedding': embedding}),
                              training=False)
-    return model_lib.predict_ab(outputs, self._loss, self._size), embedding
+    return model_lib.predict_ab(outputs, self._loss, self._size, self._temperature), embedding
 
   @tf.function
   def raw(self, l):
@@ -109,15 +109,10 @@ class ColorizerModule(tf.Module):
 
 def load_embedder(info, image_size):
   """The frozen embedder the records were made with, rebuilt from metadata['embedder']."""
-  weights = info['weights']
-  if info.get('weights_sha256'):
-    if '://' not in weights and not os.path.exists(weights):
-      raise ExportError(f'the records were embedded with the weights file {weights}, which is not on this '
-                        'machine: put it back at that path (the model embeds with it at serving time)')
-    digest = embedder.sha256(embedder.local_weights(weights))   # gs:// is fetched once per process
-    if digest != info['weights_sha256']:
-      raise ExportError(f'{weights} has sha256 {digest}, but the records were embedded with a file of sha256 '
-                        f'{info["weights_sha256"]}: restore the original file')
+  try:
+    weights = embedder.check_weights(info)
+  except embedder.EmbedderError as e:
+    raise ExportError(str(e)) from None
   if weights == 'random':
     logging.warning('the embedder has RANDOM weights (as the records were made): this export is for tests only')
   return embedder.build(info['name'], weights, info.get('precision', 'float32'), image_size)
@@ -128,7 +123,9 @@ def load_colorizer(run, checkpoint):
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy('float32')
   try:
-    model = model_lib.build(run['model'], run['loss'], run['image_size'], run['embedder']['dim'], run['width'])
+    # The encoder's weights, frozen or not, are in the checkpoint with the rest: nothing to load here.
+    model = model_lib.build(run['model'], run['loss'], run['image_size'], run['embedder']['dim'], run['width'],
+                            encoder=(run.get('encoder') or {}).get('name'), output_stride=run.get('output_stride') or 4)
   finally:
     keras.config.set_dtype_policy(previous)
   tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
@@ -143,15 +140,19 @@ def _version_dir(p):
   return posixpath.join(p.export_base, str(max([int(time.time())] + [v + 1 for v in versions])))
 
 
-def export(job_dir, checkpoint=None):
-  """Export the latest checkpoint of job_dir (or `checkpoint`); returns the SavedModel's directory."""
+def export(job_dir, checkpoint=None, temperature=None):
+  """Export the latest checkpoint of job_dir (or `checkpoint`); returns the SavedModel's directory.
+
+  temperature: the annealed mean's, for classification models (default: the run's, in run.json).
+  """
   p = jobdir.paths(job_dir)
   run = jobdir.read_run(p)
   checkpoint = checkpoint or tf.train.latest_checkpoint(p.checkpoints)
+  temperature = temperature or run.get('temperature', abbins.TEMPERATURE)
   if not checkpoint:
     raise ExportError(f'{p.checkpoints} holds no checkpoint: train first with python -m trainer.task')
   module = ColorizerModule(load_colorizer(run, checkpoint), load_embedder(run['embedder'], run['image_size']),
-                           run['loss'], run['image_size'])
+                           run['loss'], run['image_size'], temperature)
   step = int(tf.train.load_variable(checkpoint, 'step/.ATTRIBUTES/VARIABLE_VALUE'))
   final = _version_dir(p)
   # TF Serving watches the base directory and ignores names that are not numbers: write there, then rename,
@@ -160,7 +161,7 @@ def export(job_dir, checkpoint=None):
   tf.saved_model.save(module, target, signatures=module.signatures())
   info = {key: run[key] for key in ('image_size', 'embedder', 'model', 'loss', 'width', 'ab_histogram')}
   info.update(step=step, checkpoint=checkpoint, ab_bins=abbins.num_bins(),
-              annealed_mean_temperature=abbins.TEMPERATURE if run['loss'] == 'classification' else None)
+              annealed_mean_temperature=temperature if run['loss'] == 'classification' else None)
   tf.io.gfile.makedirs(posixpath.join(target, 'assets.extra'))
   with tf.io.gfile.GFile(posixpath.join(target, INFO_FILE), 'w') as f:
     f.write(json.dumps(info, indent=2, sort_keys=True))
@@ -174,11 +175,11 @@ def main(argv):
   console.quiet_tensorflow_info()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  job_dir, checkpoint = flags.FLAGS['job-dir'].value, flags.FLAGS.checkpoint
+  job_dir, checkpoint, temperature = flags.FLAGS['job-dir'].value, flags.FLAGS.checkpoint, flags.FLAGS.temperature
   if not job_dir:
     raise app.UsageError('--job-dir DIR is required (the --job-dir of python -m trainer.task)')
   try:
-    path = export(job_dir, checkpoint)
+    path = export(job_dir, checkpoint, temperature)
   except (ExportError, jobdir.RunError, embedder.EmbedderError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -190,4 +191,6 @@ if __name__ == '__main__':
   # Defined here, not at import: trainer.task imports this module and has its own --job-dir.
   flags.DEFINE_string('job-dir', None, 'The --job-dir of python -m trainer.task.')
   flags.DEFINE_string('checkpoint', None, 'Checkpoint to export (default: the latest in the job directory).')
+  flags.DEFINE_float('temperature', None, 'Classification models: the annealed mean\'s temperature (default: the '
+                     'training run\'s); lower is more saturated.', lower_bound=0.01, upper_bound=1.0)
   app.run(main)

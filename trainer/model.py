@@ -1,10 +1,16 @@
-"""The colorization network (Deep Koalarization: Baldassarre et al. 2017) and how its output becomes ab.
+"""The colorization networks and how their output becomes ab.
 
+`unet` (the default): the encoder is a frozen ImageNet classifier's trunk (pipeline.embedder.pyramid: its
+features at strides 2 ... 32 of the grey canvas), the embedding is fused at the stride-32 bottleneck, and a U-Net
+decoder joins the levels on the way back up. Only the decoder trains: it learns colour from what the classifier
+already recognises, as DeOldify's and DDColor's pretrained backbones do, instead of learning to see from the
+training photos alone.
+
+Deep Koalarization's network (Baldassarre et al. 2017), `fusion`:
   encoder  strided 3x3 convs: L canvas [S, S, 1] -> [S/8, S/8, 256] (32 x 32 for the 256 canvas)
-  fusion   the embedding repeated over that grid, concatenated, 1x1 conv to 256   (--model fusion only)
+  fusion   the embedding repeated over that grid, concatenated, 1x1 conv to 256
   decoder  convs and 2x upsampling back to S x S
-
-`--model beta` is the same network without the fusion (no embedding input). The head depends on the loss:
+`beta` is the same network without the fusion (no embedding input). The head depends on the loss:
 `mse` regresses ab / AB_SCALE at full resolution through tanh; `classification` predicts logits over the
 in-gamut ab bins at S/4, as Zhang et al. do (a full-resolution [S, S, Q] output would cost 16x the memory),
 decoded with the annealed mean and upsampled. `predict_ab` is the one place outputs become Lab ab.
@@ -13,34 +19,60 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from pipeline import embedder as embedder_lib
 from trainer import abbins
 
-MODELS = ('fusion', 'beta')
+MODELS = ('unet', 'fusion', 'beta')
+PRETRAINED = ('unet',)   # the models whose encoder is a pretrained classifier (--encoder, --encoder-weights)
 LOSSES = ('mse', 'classification')
 AB_SCALE = 128.0   # regression targets are ab / AB_SCALE, inside tanh's range for every sRGB colour
 
 
-def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=1.0):
-  """The Keras model: inputs {'l': [B, S, S, 1] L in 0..100} (+ 'embedding': [B, D] for fusion).
+def size_multiple(model):
+  """The image sizes a model takes are multiples of this: 2 ** its stride-2 stages."""
+  return 32 if model in PRETRAINED else 8
+
+
+def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=1.0, encoder='mobilenet_v2',
+          encoder_weights=None, output_stride=4):
+  """The Keras model: inputs {'l': [B, S, S, 1] L in 0..100} (+ 'embedding': [B, D] for fusion and unet).
 
   Outputs: mse -> [B, S, S, 2] ab / AB_SCALE; classification -> [B, S/4, S/4, Q] bin logits. The last layer
-  computes in float32 so mixed precision keeps a float32 loss.
+  computes in float32 so mixed precision keeps a float32 loss. unet only: encoder names the classifier
+  (pipeline.embedder.SPECS) and encoder_weights its weights (None: left for a checkpoint to restore);
+  output_stride 2 takes the decoder one level further, to logits at S/2.
   """
   if model not in MODELS:
     raise ValueError(f'unknown model {model!r}; choose one of {", ".join(MODELS)}')
   if loss not in LOSSES:
     raise ValueError(f'unknown loss {loss!r}; choose one of {", ".join(LOSSES)}')
-  if image_size % 8:
-    raise ValueError(f'the image size must be a multiple of 8 (three stride-2 stages), got {image_size}')
+  if output_stride not in (2, 4) or (output_stride != 4 and model not in PRETRAINED):
+    raise ValueError(f'output_stride {output_stride}: the unet takes 2 or 4, the other models 4')
+  if image_size % size_multiple(model):
+    raise ValueError(f'the image size must be a multiple of {size_multiple(model)} for {model}, got {image_size}')
 
-  def conv(x, filters, strides=1):
+  def conv(x, filters, strides=1, kernel=3):
     # Batch normalisation (as Zhang et al.'s network has) trains this plain conv stack several times faster;
     # synchronized, so the statistics are the global batch's whatever the number of replicas.
-    x = layers.Conv2D(max(4, round(filters * width)), 3, strides=strides, padding='same', use_bias=False)(x)
+    x = layers.Conv2D(max(4, round(filters * width)), kernel, strides=strides, padding='same', use_bias=False)(x)
     return layers.ReLU()(layers.BatchNormalization(synchronized=True)(x))
+
+  def head(x):
+    if loss == 'classification':
+      return layers.Conv2D(abbins.num_bins(), 1, dtype='float32', name='ab_logits')(x)
+    if x.shape[1] < image_size // 2:
+      x = layers.UpSampling2D()(x)
+    x = conv(x, 32)
+    x = layers.Conv2D(2, 3, padding='same', activation='tanh', dtype='float32')(x)
+    return layers.UpSampling2D(dtype='float32', name='ab')(x)
 
   l = keras.Input((image_size, image_size, 1), name='l')
   inputs = {'l': l}
+  if model == 'unet':
+    inputs['embedding'] = keras.Input((embedding_dim,), name='embedding')
+    levels = embedder_lib.pyramid(encoder, encoder_weights, image_size)(l)
+    return keras.Model(inputs, head(_unet_decoder(levels, inputs['embedding'], conv, output_stride)),
+                       name=f'colorizer_{model}_{loss}')
   x = layers.Rescaling(1 / 50.0, offset=-1.0)(l)
   for filters, strides in ((64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 1), (256, 1)):
     x = conv(x, filters, strides)
@@ -51,13 +83,28 @@ def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=
     x = layers.Conv2D(max(4, round(256 * width)), 1, activation='relu')(layers.Concatenate()([x, tiled]))
   x = layers.UpSampling2D()(conv(x, 128))
   x = conv(conv(x, 64), 64)                                   # S/4
-  if loss == 'classification':
-    out = layers.Conv2D(abbins.num_bins(), 1, dtype='float32', name='ab_logits')(x)
-  else:
-    x = conv(layers.UpSampling2D()(x), 32)
-    x = layers.Conv2D(2, 3, padding='same', activation='tanh', dtype='float32')(x)
-    out = layers.UpSampling2D(dtype='float32', name='ab')(x)
-  return keras.Model(inputs, out, name=f'colorizer_{model}_{loss}')
+  return keras.Model(inputs, head(x), name=f'colorizer_{model}_{loss}')
+
+
+def _unet_decoder(levels, embedding, conv, output_stride):
+  """The pyramid's levels (strides 2 ... 32) and the embedding -> features at S / output_stride for the head.
+
+  The embedding is fused at the bottleneck as the fusion model fuses it, as log-probabilities: the stored
+  float16 softmax underflows to 0 below ~6e-8, and its log spreads the classes the photo is *not* over a useful
+  range instead of leaving all but a few at 0.
+  """
+  s2, s4, s8, s16, s32 = levels
+  grid = s32.shape[1]
+  log_p = layers.Lambda(lambda p: tf.math.log(tf.cast(p, 'float32') + 1e-6) / 7.0 + 1.0, name='log_embedding', dtype='float32')(
+      embedding)
+  tiled = layers.Reshape((grid, grid, embedding.shape[-1]))(layers.RepeatVector(grid * grid)(log_p))
+  x = layers.Concatenate()([conv(s32, 256, kernel=1), tiled])
+  x = conv(x, 256, kernel=1)                                          # S/32, the fusion
+  ups = ((s16, 256), (s8, 128), (s4, 128)) + (((s2, 64),) if output_stride == 2 else ())
+  for skip, filters in ups:
+    x = layers.Concatenate()([layers.UpSampling2D(interpolation='bilinear')(x), skip])
+    x = conv(conv(x, filters), filters)
+  return x
 
 
 def features(model, batch):
@@ -65,8 +112,8 @@ def features(model, batch):
   return {name: batch[name] for name in model.input}
 
 
-def predict_ab(outputs, loss, image_size):
-  """Model outputs -> ab [B, S, S, 2] float32 in Lab units."""
+def predict_ab(outputs, loss, image_size, temperature=abbins.TEMPERATURE):
+  """Model outputs -> ab [B, S, S, 2] float32 in Lab units (classification: the annealed mean at temperature)."""
   if loss == 'classification':
-    return tf.image.resize(abbins.annealed_mean(outputs), [image_size, image_size], method='bilinear')
+    return tf.image.resize(abbins.annealed_mean(outputs, temperature), [image_size, image_size], method='bilinear')
   return tf.cast(outputs, tf.float32) * AB_SCALE

@@ -1,7 +1,7 @@
 r"""Train the colorizer on the preprocessing job's records; export a SavedModel at the end.
 
   python -m trainer.task --data DIR --job-dir DIR [--epochs N] [--steps-per-epoch N] [--batch-size N]
-      [--model fusion|beta] [--loss classification|mse] [--precision float32|mixed_float16|mixed_bfloat16]
+      [--model unet|fusion|beta] [--encoder NAME] [--encoder-weights W] [--loss classification|mse] [--precision float32|mixed_float16|mixed_bfloat16]
       [--strategy auto|mirrored|multi_worker|one_device] [--schedule cosine|constant] [--zoom 0.5]
       [--rebalance-mix 0.25] [--steps-per-loop 10] [--xla] [--optimizer adam|sgd]
 
@@ -50,7 +50,10 @@ class Config:
   epochs: int = 10
   steps_per_epoch: int = 0       # 0: one pass over the training records per epoch
   batch_size: int = 16           # per replica; the global batch is this times the number of replicas
-  model: str = 'fusion'
+  model: str = 'unet'            # blue skies and green grass where fusion gives sepia (BENCHMARKS.md, Quality)
+  encoder: str = ''              # unet: the classifier of its encoder; '': the records' embedder
+  encoder_weights: str = ''      # unet: imagenet, random or a weights file; '': the records' embedder's
+  output_stride: int = 4         # unet: its classification logits (or mse features) at S/4, or S/2
   loss: str = 'classification'   # more colour than mse and a smaller dCF (BENCHMARKS.md, Quality)
   precision: str = 'float32'
   strategy: str = 'auto'
@@ -64,6 +67,7 @@ class Config:
   shuffle_buffer: int = 1024
   rebalance_mix: float = 0.25   # classification class weights 1 / ((1 - mix) p + mix / Q); Zhang's is 0.5
   zoom: float = 0.5              # < 1: zoom into random squares of side zoom..1 of the content (augmentation)
+  temperature: float = abbins.TEMPERATURE   # classification: the annealed mean's (validation and the export)
   cache: bool = False
   seed: int = 0
   export: bool = True
@@ -77,7 +81,16 @@ flags.DEFINE_string('job-dir', None, 'Checkpoints, TensorBoard logs and exports 
 flags.DEFINE_integer('epochs', Config.epochs, 'Epochs to train.')
 flags.DEFINE_integer('steps-per-epoch', Config.steps_per_epoch, 'Steps per epoch; 0: one pass over the data.')
 flags.DEFINE_integer('batch-size', Config.batch_size, 'Batch size per replica.')
-flags.DEFINE_enum('model', Config.model, model_lib.MODELS, 'fusion (with the embedding) or beta (without).')
+flags.DEFINE_enum('model', Config.model, model_lib.MODELS, 'unet (a frozen ImageNet classifier as the encoder, '
+                  'with the embedding), fusion (Deep Koalarization, with the embedding) or beta (without).')
+flags.DEFINE_enum('encoder', Config.encoder or None, list(embedder.SPECS), 'unet: the classifier whose trunk '
+                  'is the encoder (default: the embedder the records were made with).')
+flags.DEFINE_integer('output-stride', Config.output_stride, 'unet: predict ab at 1/4 of the canvas (as Zhang et '
+                     'al.), or at 1/2 (one more decoder level, from the encoder\'s first stage).')
+flags.register_validator('output-stride', lambda v: v in (2, 4), message='--output-stride must be 2 or 4')
+flags.DEFINE_string('encoder-weights', Config.encoder_weights or None, 'unet: the encoder\'s weights, imagenet, '
+                    'random or a Keras weights file of the full classifier (default: the records\' embedder\'s, '
+                    'checked against its sha256 in metadata.json).')
 flags.DEFINE_enum('loss', Config.loss, model_lib.LOSSES, 'mse on ab, or classification over ab bins.')
 flags.DEFINE_enum('precision', Config.precision, PRECISIONS, 'Keras dtype policy of the colorizer.')
 flags.DEFINE_enum('strategy', Config.strategy, STRATEGIES, 'tf.distribute strategy.')
@@ -95,6 +108,9 @@ flags.DEFINE_float('rebalance-mix', Config.rebalance_mix, 'Classification loss c
                    lower_bound=0.01, upper_bound=1.0)
 flags.DEFINE_float('zoom', Config.zoom, 'Augmentation: zoom into a random square of side zoom..1 of each photo\'s '
                    'long side (1: no zoom).', lower_bound=0.1, upper_bound=1.0)
+flags.DEFINE_float('temperature', Config.temperature, 'Classification: the annealed mean\'s temperature, for '
+                   'validation and the export (lower: more saturated, towards the most likely colour; 1: the mean). '
+                   'trainer.export --temperature changes it without training again.', lower_bound=0.01, upper_bound=1.0)
 flags.DEFINE_boolean('cache', Config.cache, 'Cache the serialized records in memory after the first epoch.')
 flags.DEFINE_integer('seed', Config.seed, 'Shuffle seed (the same on every worker).')
 flags.DEFINE_boolean('export', Config.export, 'Export a SavedModel when training ends.')
@@ -185,9 +201,11 @@ class NonFiniteLoss(RuntimeError):
 class Trainer:
   """Model, optimizer, step counter and the distributed train loop, built under `strategy`."""
 
-  def __init__(self, cfg, meta, strategy, total_steps):
+  def __init__(self, cfg, meta, strategy, total_steps, encoder=None):
+    """encoder: encoder_info(cfg, meta), computed by the caller when it has it (it reads the weights file)."""
     _check_xla(cfg, strategy)
     self.cfg, self.strategy = cfg, strategy
+    encoder = encoder or encoder_info(cfg, meta)
     self.image_size = meta['image_size']
     self.global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     self.loss_fn = losses.make(cfg.loss, meta['ab_histogram']['counts'], cfg.rebalance_mix)
@@ -195,7 +213,8 @@ class Trainer:
     keras.config.set_dtype_policy(cfg.precision)   # layers keep the policy they are built with
     try:
       with strategy.scope():
-        self.model = model_lib.build(cfg.model, cfg.loss, self.image_size, meta['embedder']['dim'], cfg.width)
+        self.model = model_lib.build(cfg.model, cfg.loss, self.image_size, meta['embedder']['dim'], cfg.width,
+                                     **_model_args(cfg, encoder))
         optimizer = make_optimizer(cfg, total_steps)
         optimizer.build(self.model.trainable_variables)   # now, so a checkpoint restores its slots at once
         self.optimizer = optimizer
@@ -263,8 +282,8 @@ class Trainer:
     """One batch on this process only (validation): per-example losses, predicted ab, and the batch as Lab."""
     x, y = data.on_device(batch)
     outputs = self.model(model_lib.features(self.model, x), training=False)
-    return (self.loss_fn(outputs, y['ab'], y['box']), model_lib.predict_ab(outputs, self.cfg.loss, self.image_size),
-            x, y)
+    return (self.loss_fn(outputs, y['ab'], y['box']),
+            model_lib.predict_ab(outputs, self.cfg.loss, self.image_size, self.cfg.temperature), x, y)
 
   def distribute(self, dataset):
     return iter(self.strategy.experimental_distribute_dataset(dataset))
@@ -302,11 +321,42 @@ def validate(trainer, dataset, ab_weights, cfg):
 
 # ---------------------------------------------------------------- the run
 
-def _run_info(cfg, meta, replicas):
-  return {'global_batch': cfg.batch_size * replicas, 'replicas': replicas,'model': cfg.model, 'loss': cfg.loss, 'width': cfg.width, 'image_size': meta['image_size'],
-          'embedder': meta['embedder'], 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
+def encoder_info(cfg, meta):
+  """What run.json records of a pretrained encoder (None for models without one), its weights checked.
+
+  By default the encoder is the records' embedder with the same weights, found through metadata.json and checked
+  against the sha256 recorded there, so `--data DIR --job-dir DIR` alone trains the default model.
+  """
+  if cfg.model not in model_lib.PRETRAINED:
+    return None
+  records = meta['embedder']
+  name = cfg.encoder or records['name']
+  if not cfg.encoder_weights and name == records['name']:
+    embedder.check_weights(records)
+    info = {key: records[key] for key in ('weights', 'weights_sha256') if key in records}
+  else:
+    info = embedder.describe(name, cfg.encoder_weights or 'imagenet', cfg.precision)
+    info = {key: info[key] for key in ('weights', 'weights_sha256') if key in info}
+  if info['weights'] == 'random':
+    logging.warning('the unet\'s encoder has RANDOM weights: it will colour no better than beta. Fine for tests; '
+                    'for real training use imagenet weights or a weights file (--encoder-weights).')
+  return dict(info, name=name)
+
+
+def _model_args(cfg, encoder):
+  """model_lib.build's arguments for the unet's encoder and output stride (none for the other models)."""
+  if not encoder:
+    return {}
+  return {'encoder': encoder['name'], 'encoder_weights': encoder['weights'], 'output_stride': cfg.output_stride}
+
+
+def _run_info(cfg, meta, encoder, replicas):
+  return {'global_batch': cfg.batch_size * replicas, 'replicas': replicas, 'model': cfg.model, 'loss': cfg.loss, 'width': cfg.width, 'image_size': meta['image_size'],
+          'embedder': meta['embedder'], 'encoder': encoder,
+          'output_stride': cfg.output_stride if encoder else None, 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
           'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate,
-          'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix}
+          'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix,
+          'temperature': cfg.temperature}
 
 
 def _check(cfg):
@@ -352,13 +402,18 @@ def train(cfg):
   val_files = data.shards(cfg.data, 'val', meta) if meta['shards'].get('val') else []
   if not val_files:
     logging.warning('%s has no val shards: no validation metrics', cfg.data)
+  if meta['image_size'] % model_lib.size_multiple(cfg.model):
+    raise app.UsageError(f'--model {cfg.model} needs records whose image size is a multiple of '
+                         f'{model_lib.size_multiple(cfg.model)}; '
+                         f'{cfg.data} holds {meta["image_size"]} px: preprocess with --image-size 256 (or 128)')
+  encoder = encoder_info(cfg, meta)
   p = jobdir.paths(cfg.job_dir)
   jobdir.check_global_batch(p, cfg.batch_size, strategy.num_replicas_in_sync)
-  jobdir.check_or_write_run(p, _run_info(cfg, meta, strategy.num_replicas_in_sync), write=chief)
+  jobdir.check_or_write_run(p, _run_info(cfg, meta, encoder, strategy.num_replicas_in_sync), write=chief)
 
   global_batch = cfg.batch_size * strategy.num_replicas_in_sync
   steps_per_epoch = cfg.steps_per_epoch or max(1, meta['counts']['train'] // global_batch)
-  trainer = Trainer(cfg, meta, strategy, total_steps=cfg.epochs * steps_per_epoch)
+  trainer = Trainer(cfg, meta, strategy, total_steps=cfg.epochs * steps_per_epoch, encoder=encoder)
   # Every worker saves (saving may need them all), but only the chief into the real directory.
   own_dir = p.checkpoints if chief else tempfile.mkdtemp(prefix=f'colorizer-{name}-')
   manager = tf.train.CheckpointManager(trainer.checkpoint, own_dir, max_to_keep=3)
