@@ -2,8 +2,9 @@ r"""What GPUs would ask of the input pipeline: GFLOP per training image and the 
 
   python benchmarks/projection.py --input-rate 1263 [--utilisation 0.35] [--gpus 8]
 
-GFLOP per training image = 3 x the forward pass's multiply-adds x 2 (forward, and a backward pass of about twice
-the forward), counted from the Keras model's Conv2D layers (everything else is a rounding error). Images/s a GPU
+GFLOP per training image = 2 x the multiply-adds of the convolutions and dense layers, x 3 for trainable ones
+(forward, and a backward pass of about twice the forward), x 1 for the unet's frozen encoder (forward only);
+everything else is a rounding error. The unet is counted with its default MobileNetV2 encoder. Images/s a GPU
 would train = utilisation x its dense bf16 peak / GFLOP per image. Cores = those images/s x --gpus / --input-rate
 (records/s one core of the input pipeline delivers: benchmarks/train.py --input-only under taskset -c 0).
 No GPU was used: these are projections from datasheet peaks.
@@ -29,14 +30,30 @@ FLAGS = flags.FLAGS
 PEAK_BF16_TFLOPS = {'A100': 312.0, 'H100 SXM': 989.0}   # dense, NVIDIA datasheets
 
 
-def forward_macs(model):
-  macs = 0
+def _macs(layer):
+  """Multiply-adds of one convolution or dense layer's forward pass (0 for anything else)."""
+  if isinstance(layer, keras.layers.DepthwiseConv2D):
+    _, h, w, c = layer.output.shape
+    return h * w * layer.kernel_size[0] * layer.kernel_size[1] * c
+  if isinstance(layer, keras.layers.Conv2D):
+    _, h, w, c_out = layer.output.shape
+    return h * w * layer.kernel_size[0] * layer.kernel_size[1] * layer.input.shape[-1] * c_out
+  if isinstance(layer, keras.layers.Dense):
+    return layer.input.shape[-1] * layer.units
+  return 0
+
+
+def training_gflop(model):
+  """GFLOP per training image: 2 FLOP per multiply-add; a trainable layer costs its forward pass and a backward
+  pass of about twice that; a frozen one (the unet's pretrained encoder, below every trainable layer) only its
+  forward pass: nothing needs its gradients."""
+  total = 0
   for layer in model.layers:
-    if isinstance(layer, keras.layers.Conv2D):
-      _, h, w, c_out = layer.output.shape
-      kh, kw = layer.kernel_size
-      macs += h * w * kh * kw * layer.input.shape[-1] * c_out
-  return macs
+    if isinstance(layer, keras.Model):   # a nested model: the unet's encoder
+      total += sum(_macs(l) * (3 if l.trainable and layer.trainable else 1) for l in layer.layers)
+    else:
+      total += _macs(layer) * (3 if layer.trainable else 1)
+  return 2 * total / 1e9
 
 
 def main(argv):
@@ -45,7 +62,7 @@ def main(argv):
   rows = []
   for name in model_lib.MODELS:
     for size in (128, 256):
-      gflop = 6 * forward_macs(model_lib.build(name, 'classification', size, 1000)) / 1e9
+      gflop = training_gflop(model_lib.build(name, 'classification', size, 1000))
       rows.append((name, size, gflop))
   peaks = ' | '.join(f'{g} img/s per GPU | cores for {FLAGS.gpus}' for g in PEAK_BF16_TFLOPS)
   print(f'| model | px | GFLOP per training image | {peaks} |')
