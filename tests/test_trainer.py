@@ -210,11 +210,7 @@ def test_float16_finiteness_is_decided_on_the_all_reduced_gradients(records):
   """An overflow on replica 1 only: both replicas skip the update and halve the loss scale (Keras' own check
   reads replica 0's gradients, finds them finite, and applies the infinite sum everywhere)."""
   meta = data.load_metadata(records)
-  # Reduction through one device rather than collective ops: TF caches collectives by instance key, and this
-  # hand-made step's collectives would reuse keys (with other shapes) of the mirrored trainers of earlier tests.
-  strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices('CPU')],
-                                            cross_device_ops=tf.distribute.ReductionToOneDevice())
-  assert strategy.num_replicas_in_sync == 2
+  strategy = task.make_strategy('mirrored')
   trainer = task.Trainer(_config(records, '/unused', batch_size=2, precision='mixed_float16'), meta, strategy,
                          total_steps=10)
   variables = trainer.model.trainable_variables
@@ -283,7 +279,9 @@ def test_xla_step_matches_the_graph_step_and_refuses_cpu_replicas(records):
   losses_ = {}
   for xla in (False, True):
     keras.utils.set_random_seed(5)
-    trainer = task.Trainer(_config(records, '/unused', xla=xla), meta, tf.distribute.get_strategy(), total_steps=3)
+    # fusion: the unet's random frozen trunk turns XLA's different rounding into 1 % loss differences.
+    trainer = task.Trainer(_config(records, '/unused', xla=xla, model='fusion'), meta, tf.distribute.get_strategy(),
+                           total_steps=3)
     iterator = trainer.distribute(tf.data.Dataset.from_tensors(batch).repeat())
     losses_[xla] = [float(trainer.train_step(iterator)) for _ in range(3)]
   np.testing.assert_allclose(losses_[True], losses_[False], rtol=1e-3)
