@@ -1,7 +1,8 @@
 """The colorizer: a Beam preprocessing job, a tf.distribute trainer and serving front ends.
 
 This is also the file Dataflow workers install from (`--setup_file ./setup.py`), so install_requires
-holds exactly what the workers need to run the pipeline.
+holds what the workers need to run the pipeline, plus the serving app's web stack (fastapi, uvicorn: small
+pure-Python wheels, so that one install serves every stage).
 """
 import setuptools
 
@@ -28,10 +29,13 @@ setuptools.setup(
         'scikit-image>=0.24',      # sample photos for the default run
         'scipy>=1.11',             # smoothing the ab prior (trainer/abbins.py)
         'tqdm>=4.66',
+        'fastapi>=0.115,<1',       # the serving app's routes, errors and OpenAPI (serving/app.py)
+        'uvicorn>=0.34,<1',        # its HTTP server (serving/server.py)
     ],
     extras_require={
         'gpu': ['tensorflow[and-cuda]>=2.21,<2.22'],
         'test': ['pytest>=8', 'playwright>=1.65',   # playwright drives Debian's chromium (make browser)
-                 'gcp-storage-emulator>=2026.7.19'],  # the GCS emulator of tests/gcs.py (batch copy: Beam's sinks)
+                 'gcp-storage-emulator>=2026.7.19',   # the GCS emulator of tests/gcs.py (batch copy: Beam's sinks)
+                 'psutil>=5.9'],                      # server memory in the load tests and benchmarks/load.py
     },
 )

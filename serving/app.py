@@ -1,4 +1,4 @@
-r"""The colorizer behind a web page and a REST API.
+r"""The colorizer behind a web page and a REST API (FastAPI on uvicorn; serving/server.py).
 
   python -m serving.app --model EXPORT_DIR [--host 127.0.0.1] [--port 8501] [--model-name colorizer]
 
@@ -8,257 +8,264 @@ r"""The colorizer behind a web page and a REST API.
   GET  /v1/models/NAME[/versions/V]            TF Serving's model status
   GET  /v1/models/NAME[/versions/V]/metadata   signature defs (TF Serving's) and the model's colorizer.json
   GET  /healthz                                {"status": "ok", ...} once the model is loaded and warm
+  GET  /openapi.json                           the REST API described in OpenAPI 3
 
-Errors are {"error": "..."} with a 4xx status (TF Serving's form). Requests that arrive while the model is busy
-are batched into its next call (serving/batching.py).
+Errors are {"error": "..."} with a 4xx/5xx status (TF Serving's form). The limits and time-outs are in
+serving/service.py (model work) and serving/server.py (connections); bodies are read here, within a deadline.
 """
-import http.server
+import asyncio
+import contextlib
 import importlib.resources
-import json
-import re
-import threading
-import time
-import urllib.parse
 
 from pipeline import quiet
 
 tf = quiet.tensorflow()
 
-from absl import app, flags, logging
+import fastapi
+import pydantic
+from absl import app as absl_app, flags, logging
+from fastapi import exceptions as fastapi_exceptions, responses
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import batching, inputs, model, rest
+from serving import model, server, service
+from serving.service import HttpError, Service   # noqa: F401  (the names callers use)
 
-DEFAULT_PORT = 8501               # TF Serving's REST port, so its clients' defaults work too
-DEFAULT_MAX_BYTES = 20 * 2 ** 20
-DEFAULT_MAX_PIXELS = 30_000_000   # a 24-megapixel camera photo fits
+BODY_TIMEOUT = 30.0   # seconds a client may take to send its body (20 MiB at 5.6 Mbit/s)
 STATIC_TYPES = {'.html': 'text/html; charset=utf-8', '.css': 'text/css; charset=utf-8',
                 '.js': 'text/javascript; charset=utf-8', '.svg': 'image/svg+xml', '.png': 'image/png'}
 IMAGE_TYPES = {'jpeg': 'image/jpeg', 'png': 'image/png'}
 # The page loads nothing from elsewhere; say so to the browser as well.
 CSP = "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; base-uri 'none'"
-MODEL_ROUTE = r'/v1/models/([^/:]+)(?:/versions/(\d+))?(?::(\w+)|/(metadata))?'
+CLOSE = {'Connection': 'close'}   # for answers given before the body was read: the connection cannot be reused
 
 
-class HttpError(Exception):
-  def __init__(self, status, message):
-    super().__init__(message)
-    self.status = status
+# -------------------------------------------------------------- the API's schema (documentation only)
+
+class B64(pydantic.BaseModel):
+  b64: str = pydantic.Field(description='standard base64 of the image file (JPEG, PNG, GIF, BMP, TIFF, WebP)')
 
 
-class Service:
-  """What the HTTP handler calls: the loaded model, its batchers and the request limits."""
+class PredictRequest(pydantic.BaseModel):
+  """TF Serving's predict request: exactly one of `instances` (rows) or `inputs` (columns)."""
+  signature_name: str = pydantic.Field('serving_default', description='serving_default (JPEG out), '
+                                       'colorize_png (PNG out) or raw (L canvas in, ab out)')
+  instances: list | None = pydantic.Field(None, description='one entry per image: {"b64": ...} '
+                                          '(or {"image_bytes": {"b64": ...}}); for raw, [S, S, 1] L canvases')
+  inputs: dict | list | None = pydantic.Field(None, description='columnar: {"image_bytes": [{"b64": ...}, ...]}')
 
-  def __init__(self, colorizer, name='colorizer', max_bytes=DEFAULT_MAX_BYTES, max_pixels=DEFAULT_MAX_PIXELS,
-               max_batch=8, max_pending=32):
-    self.colorizer, self.name = colorizer, name
-    self.max_bytes, self.max_pixels = max_bytes, max_pixels
-    self._batchers = {fmt: batching.Batcher(lambda items, fmt=fmt: colorizer.colorize(items, fmt), max_batch,
-                                            name=f'batcher-{fmt}') for fmt in model.FORMATS}
-    self._pending = threading.BoundedSemaphore(max_pending)
-    self._input_specs = {n: colorizer.signature(n).structured_input_signature[1] for n in model.SIGNATURES}
-    self.static = {p.name: p for p in (importlib.resources.files('serving') / 'static').iterdir()}
 
-  # -------------------------------------------------------------- model work
+class PredictResponse(pydantic.BaseModel):
+  predictions: list[B64] | None = pydantic.Field(None, description='row format: one {"b64": ...} per image')
+  outputs: list[B64] | dict | None = pydantic.Field(None, description='columnar format')
 
-  def colorize(self, images, fmt, where, check_colour=False):
-    """Encoded images -> (encoded colour images, the indices of inputs that already had colour)."""
-    prepared = []
-    for i, data in enumerate(images):
-      try:
-        prepared.append(inputs.prepare(data, self.max_bytes, self.max_pixels, check_colour))
-      except inputs.InputError as e:
-        raise HttpError(e.status, f'{where(i)}: {e}') from None
-    if not self._pending.acquire(blocking=False):
-      raise HttpError(503, 'the server is busy with other requests; retry in a moment')
+
+class Error(pydantic.BaseModel):
+  error: str = pydantic.Field(description='what was wrong and what to do about it')
+
+
+ERRORS = {s: {'model': Error} for s in (400, 404, 408, 411, 413, 503)}
+IMAGE_BODY = {'requestBody': {'required': True, 'description': 'the image file itself (at most --max-bytes)',
+                              'content': {t: {'schema': {'type': 'string', 'format': 'binary'}}
+                                          for t in ('image/jpeg', 'image/png', 'application/octet-stream')}}}
+JSON_BODY = {'requestBody': {'required': True, 'content': {'application/json': {
+    'schema': PredictRequest.model_json_schema()}}}}
+
+
+# -------------------------------------------------------------- reading bodies within limits
+
+DRAIN = 4   # an over-limit body up to DRAIN x the limit is read and dropped (not kept), so the client sees the 413
+
+
+@contextlib.asynccontextmanager
+async def body_of(request, limit, budget, timeout=BODY_TIMEOUT):
+  """`async with body_of(...) as body`: the request body, counted against the server's budget of buffered
+  bytes while the request is handled; HttpError 413 past `limit` bytes (announced or sent), 408 past `timeout`
+  seconds, 503 when the budget is spent (many large uploads at once).
+
+  A client still sending when the server answers gets a broken pipe instead of the answer (Python's http.client
+  does), so a body somewhat over the limit is read to its end and dropped; a larger one is answered at once, and
+  the connection closed."""
+  length = request.headers.get('content-length')   # h11 has checked that it is a non-negative number
+  too_large = HttpError(413, f'the request body has {length or "more than " + str(limit)} bytes, over this '
+                        f'server\'s limit of {limit}: send a smaller file (or start the server with a larger '
+                        '--max-bytes)')
+  if length is not None and int(length) > DRAIN * limit:
+    too_large.close = True
+    raise too_large
+  chunks, size, taken = [], 0, 0
+
+  async def receive():
+    nonlocal size, taken
+    async for chunk in request.stream():
+      size += len(chunk)
+      if size > DRAIN * limit:   # chunked: no length to check up front
+        too_large.close = True
+        break
+      if size <= limit:
+        budget.take(len(chunk))   # counted as it arrives: a client that sends nothing holds nothing
+        taken += len(chunk)
+        chunks.append(chunk)
+  try:
     try:
-      futures = [self._batchers[fmt].submit(p.data) for p in prepared]
-      results = []
-      for i, future in enumerate(futures):
-        try:
-          results.append(future.result())
-        except model.ColorizeError as e:
-          raise HttpError(400, f'{where(i)}: {e}') from None
-    finally:
-      self._pending.release()
-    return results, [i for i, p in enumerate(prepared) if p.colour]
-
-  def predict(self, body):
-    try:
-      request = rest.parse_predict(body, self._input_specs)
-    except rest.RequestError as e:
-      raise HttpError(e.status, str(e)) from None
-    fmt = {v: k for k, v in model.FORMATS.items()}.get(request.signature_name)
-    if fmt:   # image signatures: checked, limited and batched like uploads
-      prefix = 'inputs.image_bytes' if request.columnar else 'instances'
-      images, _ = self.colorize(request.inputs['image_bytes'], fmt, lambda i: f'{prefix}[{i}]')
-      outputs = {'image_bytes': images}
-    else:
-      try:
-        outputs = self.colorizer(request.signature_name, **{k: tf.constant(v) for k, v in request.inputs.items()})
-      except (tf.errors.OpError, ValueError, TypeError) as e:
-        raise HttpError(400, f'{request.signature_name}: {model.first_line(e)}') from None
-    return rest.format_predict(outputs, request.columnar)
-
-  # -------------------------------------------------------------- TF Serving's model endpoints
-
-  def check_model(self, name, version):
-    if name != self.name or (version is not None and int(version) != self.colorizer.version):
-      spec = f'Specific({name}, {version})' if version is not None else f'Latest({name})'
-      raise HttpError(404, f'Servable not found for request: {spec} (this server has {self.name}, '
-                      f'version {self.colorizer.version})')
-
-  def status(self):
-    return {'model_version_status': [{'version': str(self.colorizer.version), 'state': 'AVAILABLE',
-                                      'status': {'error_code': 'OK', 'error_message': ''}}]}
-
-  def metadata(self):
-    return {'model_spec': {'name': self.name, 'signature_name': '', 'version': str(self.colorizer.version)},
-            'metadata': {'signature_def': {'signature_def': self.colorizer.signature_defs()}},
-            'colorizer': self.colorizer.info}
-
-  def health(self):
-    return {'status': 'ok', 'model': self.name, 'version': self.colorizer.version,
-            'max_bytes': self.max_bytes, 'max_pixels': self.max_pixels}
+      await asyncio.wait_for(receive(), timeout)
+    except asyncio.TimeoutError:
+      raise HttpError(408, f'the request body did not arrive within {timeout:.0f} s ({size} of '
+                      f'{length or "?"} bytes came): send it faster, or check the Content-Length header') from None
+    except HttpError as e:   # the budget is spent: the rest of the body is still on the wire
+      e.close = True
+      raise
+    if size > limit:
+      raise too_large
+    body = b''.join(chunks)
+    chunks.clear()
+    yield body
+  finally:
+    budget.give(taken)
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-  protocol_version = 'HTTP/1.1'   # keep-alive: clients reuse connections
-  server_version = 'colorizer'
-  service: Service = None         # set by make_server
+RETRY_AFTER = '1'   # seconds a client told 503 (busy, out of memory, too slow) should wait before it retries
 
-  # -------------------------------------------------------------- plumbing
 
-  def _send(self, status, body, content_type, headers=()):
-    self._status = status
-    self.send_response(status)
-    self.send_header('Content-Type', content_type)
-    self.send_header('Content-Length', str(len(body)))
-    for k, v in headers:
-      self.send_header(k, v)
-    if self.close_connection:
-      self.send_header('Connection', 'close')
-    self.end_headers()
-    if self.command != 'HEAD':
-      self.wfile.write(body)
+def error_response(status, message, close=False):
+  headers = dict(CLOSE if close else {}, **({'Retry-After': RETRY_AFTER} if status == 503 else {}))
+  return responses.JSONResponse({'error': message}, status, headers=headers or None)
 
-  def _json(self, status, obj):
-    self._send(status, json.dumps(obj).encode(), 'application/json')
 
-  def _body(self, limit):
-    if 'chunked' in self.headers.get('Transfer-Encoding', '').lower():
-      self.close_connection = True
-      raise HttpError(411, 'chunked uploads are not supported: send a Content-Length header')
-    try:
-      length = int(self.headers.get('Content-Length') or 0)
-    except ValueError:
-      self.close_connection = True
-      raise HttpError(400, 'the Content-Length header is not a number') from None
-    if length > limit:
-      # Reading the rest lets the client see this answer instead of a reset connection; past a point, hang up.
-      if length <= 4 * limit:
-        self.rfile.read(length)
-      else:
-        self.close_connection = True
-      raise HttpError(413, f'the request body has {length} bytes, over this server\'s limit of {limit} '
-                      f'(--max-bytes {self.service.max_bytes} per image): send a smaller file')
-    return self.rfile.read(length) if length else b''
+# -------------------------------------------------------------- the app
 
-  def log_message(self, fmt, *args):   # http.server would print to stderr; absl logging instead
-    logging.debug('%s ' + fmt, self.address_string(), *args)
+def make_app(svc, body_timeout=BODY_TIMEOUT):
+  """The FastAPI app of a Service: the page, the upload endpoint and TF Serving's REST API."""
+  api = fastapi.FastAPI(title='Colorizer', version=str(svc.colorizer.version), docs_url=None, redoc_url=None,
+                        description='Greyscale photos in, colour photos out, at their own size. TF Serving\'s '
+                        'REST API (predict, status, metadata) and a plain upload endpoint.')
+  static = {p.name: p for p in (importlib.resources.files('serving') / 'static').iterdir()}
 
-  def _dispatch(self, routes):
-    started = time.perf_counter()
-    url = urllib.parse.urlsplit(self.path)
-    try:
-      for pattern, fn in routes:
-        m = re.fullmatch(pattern, url.path)
-        if m:
-          fn(m, urllib.parse.parse_qs(url.query))
-          break
-      else:
-        raise HttpError(404, f'no such endpoint: {self.command} {url.path} (see / for the page, '
-                        '/v1/models/NAME/metadata for the API)')
-    except HttpError as e:
-      self._json(e.status, {'error': str(e)})
-    except (BrokenPipeError, ConnectionResetError):
-      self.close_connection = True
-    except Exception as e:   # a bug must not take the server down: answer 500 and log it
-      logging.exception('internal error on %s %s', self.command, self.path)
-      self.close_connection = True
-      self._json(500, {'error': f'internal error: {type(e).__name__}: {e}'})
-    logging.info('%s %s %s %.0f ms', self.command, url.path, getattr(self, '_status', '-'),
-                 1000 * (time.perf_counter() - started))
+  @api.exception_handler(HttpError)
+  async def _http_error(request, e):
+    # An error answered before the body was read leaves it on the wire: close rather than parse it as a request.
+    return error_response(e.status, str(e), close=getattr(e, 'close', e.status == 408))
 
-  # -------------------------------------------------------------- routes
+  @api.exception_handler(StarletteHTTPException)
+  async def _not_found(request, e):
+    if e.status_code == 404:
+      return error_response(404, f'no such endpoint: {request.method} {request.url.path} (see / for the page, '
+                            '/openapi.json for the API)')
+    if e.status_code == 405:
+      return error_response(405, f'{request.method} is not allowed on {request.url.path}')
+    return error_response(e.status_code, str(e.detail))
 
-  def do_GET(self):
-    self._dispatch([(r'/', self._page), (r'/static/([\w.-]+)', self._static), (r'/healthz', self._health),
-                    (MODEL_ROUTE, self._model_get)])
+  @api.exception_handler(fastapi_exceptions.RequestValidationError)
+  async def _invalid(request, e):
+    return error_response(400, '; '.join(f'{".".join(map(str, err["loc"]))}: {err["msg"]}' for err in e.errors()))
 
-  do_HEAD = do_GET
+  @api.exception_handler(Exception)
+  async def _bug(request, e):   # a bug must not take the server down: answer 500 and log it
+    logging.error('internal error on %s %s', request.method, request.url.path, exc_info=e)
+    return error_response(500, f'internal error: {type(e).__name__}: {e}', close=True)
 
-  def do_POST(self):
-    self._dispatch([(r'/v1/colorize', self._upload), (MODEL_ROUTE, self._model_post)])
-
-  def _page(self, m, query):
-    self._static_file('index.html')
-
-  def _static(self, m, query):
-    self._static_file(m.group(1))
-
-  def _static_file(self, name):
-    path = self.service.static.get(name)
+  def static_file(name):
+    path = static.get(name)
     if path is None:
       raise HttpError(404, f'no static file {name}')
-    suffix = '.' + name.rsplit('.', 1)[-1]
-    self._send(200, path.read_bytes(), STATIC_TYPES.get(suffix, 'application/octet-stream'),
-               [('Content-Security-Policy', CSP), ('Cache-Control', 'no-cache')])
+    return fastapi.Response(path.read_bytes(), media_type=STATIC_TYPES.get('.' + name.rsplit('.', 1)[-1],
+                                                                           'application/octet-stream'),
+                            headers={'Content-Security-Policy': CSP, 'Cache-Control': 'no-cache'})
 
-  def _health(self, m, query):
-    self._json(200, self.service.health())
+  @api.get('/', include_in_schema=False)
+  async def page():
+    return static_file('index.html')
 
-  def _model_get(self, m, query):
-    name, version, verb, metadata = m.groups()
-    if verb:
-      raise HttpError(405, f'{verb} needs POST')
-    self.service.check_model(name, version)
-    self._json(200, self.service.metadata() if metadata else self.service.status())
+  @api.get('/static/{name}', include_in_schema=False)
+  async def static_route(name: str):
+    return static_file(name)
 
-  def _model_post(self, m, query):
-    name, version, verb, metadata = m.groups()
+  @api.get('/healthz', summary='Liveness and limits', tags=['server'])
+  async def health():
+    return svc.health()
+
+  @api.post('/v1/colorize', summary='Colour one photo', tags=['colorize'], responses={
+      200: {'content': {'image/jpeg': {}, 'image/png': {}}, 'description': 'the photo in colour, same size'},
+      **ERRORS}, response_class=fastapi.Response, openapi_extra=IMAGE_BODY)
+  async def upload(request: fastapi.Request, format: str = fastapi.Query('jpeg', description='jpeg or png')):
+    """The body is an image file; the answer is the same photo in colour at its own size. If the photo already
+    had colour, the header X-Colorizer-Note says so (its colour is replaced by one predicted from its L)."""
+    fmt = format.lower().replace('jpg', 'jpeg')
+    if fmt not in model.FORMATS:
+      raise HttpError(400, f'format={format} is not offered; use format=jpeg or format=png')
+    async with body_of(request, svc.max_bytes, svc.buffered, body_timeout) as body:
+      if not body:
+        raise HttpError(400, 'empty request body: send the image file as the body, e.g. '
+                        'curl --data-binary @photo.jpg -o colour.jpg http://HOST:PORT/v1/colorize')
+      (image,), colour = await svc.colorize([body], fmt, lambda i: 'the upload', check_colour=True)
+    headers = {'Content-Disposition': f'inline; filename="colour.{"jpg" if fmt == "jpeg" else "png"}"'}
+    if colour:
+      headers['X-Colorizer-Note'] = ('the photo already had colour (or a tint): it was replaced by colour '
+                                     'predicted from its lightness (L)')
+    return fastapi.Response(image, media_type=IMAGE_TYPES[fmt], headers=headers)
+
+  def model_path(name, version):
+    """The verb of TF Serving's NAME[/versions/V][:verb] path, whose model is checked against the loaded one."""
+    if version is None:
+      name, _, verb = name.partition(':')
+    else:
+      version, _, verb = version.partition(':')
+      if not version.isdigit():
+        raise HttpError(404, f'no such version: {version} (versions are numbers)')
+    svc.check_model(name, version)
+    return verb
+
+  async def predict(request, name, version, verb=None):
+    """verb: 'predict' from the route, or None: parse it from the path (NAME:verb)."""
+    if verb is None:
+      verb = model_path(name, version)
+    else:
+      model_path(name, version)
     if verb != 'predict':
       raise HttpError(400 if verb else 405, f'{verb or "metadata"} is not supported: this server answers '
                       'POST /v1/models/NAME:predict')
-    self.service.check_model(name, version)
-    body = self._body(self.service.max_bytes * 4 // 3 + 65536)   # one full-size image as base64, plus JSON
-    self._json(200, self.service.predict(body))
+    async with body_of(request, svc.max_body, svc.buffered, body_timeout) as body:
+      return fastapi.Response(await svc.predict(body), media_type='application/json')
 
-  def _upload(self, m, query):
-    fmt = query.get('format', ['jpeg'])[0].lower().replace('jpg', 'jpeg')
-    if fmt not in model.FORMATS:
-      raise HttpError(400, f'format={fmt} is not offered; use format=jpeg or format=png')
-    body = self._body(self.service.max_bytes)
-    if not body:
-      raise HttpError(400, 'empty request body: send the image file as the body, e.g. '
-                      'curl --data-binary @photo.jpg -o colour.jpg http://HOST:PORT/v1/colorize')
-    (image,), colour = self.service.colorize([body], fmt, lambda i: 'the upload', check_colour=True)
-    headers = [('Content-Disposition', f'inline; filename="colour.{"jpg" if fmt == "jpeg" else "png"}"')]
-    if colour:
-      headers.append(('X-Colorizer-Note', 'the photo already had colour (or a tint): it was replaced by '
-                      'colour predicted from its lightness (L)'))
-    self._send(200, image, IMAGE_TYPES[fmt], headers)
+  async def status(name, version, metadata=False):
+    verb = model_path(name, version)
+    if verb:
+      raise HttpError(405, f'{verb} needs POST')
+    return svc.metadata() if metadata else svc.status()
 
+  predict_doc = dict(tags=['TF Serving'], response_model=PredictResponse, responses=ERRORS,
+                     openapi_extra=JSON_BODY, summary='TF Serving predict')
 
-class Server(http.server.ThreadingHTTPServer):
-  daemon_threads = True
-  allow_reuse_address = True
-  request_queue_size = 128   # listen backlog: bursts of clients wait instead of being refused
+  @api.post('/v1/models/{name}:predict', **predict_doc)
+  async def predict_latest(request: fastapi.Request, name: str):
+    """`{"instances": [{"b64": "<base64 of a photo>"}]}` -> `{"predictions": [{"b64": "<base64 of a JPEG>"}]}`.
+    `signature_name` colorize_png answers PNG; raw takes L canvases and answers ab (see the metadata)."""
+    return await predict(request, name, None, 'predict')
 
+  @api.post('/v1/models/{name}/versions/{version}:predict', **predict_doc)
+  async def predict_version(request: fastapi.Request, name: str, version: str):
+    return await predict(request, name, version, 'predict')
 
-def make_server(service, host='127.0.0.1', port=DEFAULT_PORT):
-  """An HTTP server for the service (port 0: any free port; see server.server_address)."""
-  handler = type('BoundHandler', (Handler,), {'service': service})
-  return Server((host, port), handler)
+  @api.post('/v1/models/{name}', include_in_schema=False)   # NAME:classify and the like: not offered
+  async def other_verb(request: fastapi.Request, name: str):
+    return await predict(request, name, None)
+
+  @api.get('/v1/models/{name}', tags=['TF Serving'], summary='Model status')
+  async def status_latest(name: str):
+    return await status(name, None)
+
+  @api.get('/v1/models/{name}/versions/{version}', tags=['TF Serving'], summary='Model status')
+  async def status_version(name: str, version: str):
+    return await status(name, version)
+
+  @api.get('/v1/models/{name}/metadata', tags=['TF Serving'], summary='Signatures and colorizer.json')
+  async def metadata_latest(name: str):
+    return await status(name, None, metadata=True)
+
+  @api.get('/v1/models/{name}/versions/{version}/metadata', tags=['TF Serving'], summary='Signatures')
+  async def metadata_version(name: str, version: str):
+    return await status(name, version, metadata=True)
+
+  return api
 
 
 def warm_up(colorizer):
@@ -277,37 +284,44 @@ def define_flags():
   flags.DEFINE_string('model', None, 'Export directory (TF Serving layout: DIR/<version>/saved_model.pb) or a '
                       'version directory.', required=True)
   flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on (0.0.0.0: every interface).')
-  flags.DEFINE_integer('port', DEFAULT_PORT, 'Port to listen on.')
+  flags.DEFINE_integer('port', server.DEFAULT_PORT, 'Port to listen on.')
   flags.DEFINE_string('model-name', 'colorizer', 'The NAME in /v1/models/NAME, as TF Serving\'s --model_name.')
-  flags.DEFINE_integer('max-bytes', DEFAULT_MAX_BYTES, 'Largest image upload, in bytes.')
-  flags.DEFINE_integer('max-pixels', DEFAULT_MAX_PIXELS, 'Largest image, in pixels (width x height).')
+  flags.DEFINE_integer('max-bytes', service.DEFAULT_MAX_BYTES, 'Largest image upload, in bytes.')
+  flags.DEFINE_integer('max-pixels', service.DEFAULT_MAX_PIXELS, 'Largest image, in pixels (width x height); '
+                       'also the most pixels one model call takes.')
   flags.DEFINE_integer('max-batch', 8, 'Most images one model call takes from concurrent requests.')
-  flags.DEFINE_integer('max-pending', 32, 'Requests waiting for the model beyond which the server answers 503.')
+  flags.DEFINE_integer('max-pending', 32, 'Requests with model work in progress beyond which the server answers '
+                       '503.')
+  flags.DEFINE_integer('max-buffered', service.DEFAULT_MAX_BUFFERED, 'Bytes of request bodies the server holds '
+                       'at once (uploads in progress and being coloured); past it, 503.')
+  flags.DEFINE_float('request-timeout', service.DEFAULT_TIMEOUT, 'Seconds a request may wait for the model '
+                     'before it is answered 503.')
+  flags.DEFINE_float('body-timeout', BODY_TIMEOUT, 'Seconds a client may take to send a request body (408 after).')
+  flags.DEFINE_float('header-timeout', server.HEADER_TIMEOUT, 'Seconds a client may take to send its headers.')
+  flags.DEFINE_float('keep-alive', server.KEEP_ALIVE, 'Seconds an idle connection is kept open.')
+  flags.DEFINE_float('graceful', server.GRACEFUL, 'On SIGTERM, seconds requests in progress have to finish.')
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+    raise absl_app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   try:
     colorizer = model.Colorizer(FLAGS.model)
   except model.ModelError as e:
-    raise app.UsageError(str(e)) from None
+    raise absl_app.UsageError(str(e)) from None
   warm_up(colorizer)
-  service = Service(colorizer, FLAGS['model-name'].value, FLAGS['max-bytes'].value, FLAGS['max-pixels'].value,
-                    FLAGS['max-batch'].value, FLAGS['max-pending'].value)
-  server = make_server(service, FLAGS.host, FLAGS.port)
-  host, port = server.server_address[:2]
-  logging.info('model %s version %d from %s', service.name, colorizer.version, colorizer.path)
-  print(f'Serving {colorizer.path} on http://{host}:{port}/ (REST: /v1/models/{service.name}:predict); '
-        'Ctrl-C stops', flush=True)
-  try:
-    server.serve_forever()
-  except KeyboardInterrupt:
-    pass
-  finally:
-    server.server_close()
+  svc = Service(colorizer, FLAGS['model-name'].value, FLAGS['max-bytes'].value, FLAGS['max-pixels'].value,
+                FLAGS['max-batch'].value, FLAGS['max-pending'].value, FLAGS['request-timeout'].value,
+                max_buffered=FLAGS['max-buffered'].value)
+  logging.info('model %s version %d from %s', svc.name, colorizer.version, colorizer.path)
+  print(f'Serving {colorizer.path} on http://{FLAGS.host}:{FLAGS.port}/ (REST: /v1/models/{svc.name}:predict, '
+        'API: /openapi.json); Ctrl-C or SIGTERM stops', flush=True)
+  server.run(make_app(svc, FLAGS['body-timeout'].value), FLAGS.host, FLAGS.port,
+             header_timeout=FLAGS['header-timeout'].value, keep_alive=FLAGS['keep-alive'].value,
+             graceful=FLAGS['graceful'].value)
+  print('Stopped', flush=True)
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  absl_app.run(main)

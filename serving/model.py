@@ -24,7 +24,25 @@ class ModelError(RuntimeError):
 
 
 class ColorizeError(RuntimeError):
-  """One image the model could not colour (the others in its batch still are)."""
+  """One image the model could not colour (the others in its batch still are).
+
+  `status` is the HTTP status a server answers with: 400 when the image is at fault (it does not decode), 503
+  when the server is (out of memory: retry later, or send a smaller photo), 500 for anything else.
+  """
+
+  def __init__(self, message, status=400):
+    super().__init__(message)
+    self.status = status
+
+
+def _failure(error):
+  """The ColorizeError for a model call of one image that raised `error`."""
+  if isinstance(error, (tf.errors.ResourceExhaustedError, MemoryError)):
+    return ColorizeError(f'the server ran out of memory colouring it ({first_line(error)}): retry later or send '
+                         'a smaller photo', status=503)
+  if isinstance(error, tf.errors.InvalidArgumentError):
+    return ColorizeError(f'the model cannot decode or colour it: {first_line(error)}')
+  return ColorizeError(f'the model failed on it: {type(error).__name__}: {first_line(error)}', status=500)
 
 
 def find_version(model_dir):
@@ -89,16 +107,16 @@ class Colorizer:
     """Encoded images -> per image the encoded colour image (bytes) or a ColorizeError, in order.
 
     One graph call for the whole batch; if it fails (a file that passed the header check but does not
-    decode), each image is retried alone so that one bad file costs only itself.
+    decode, or a batch too large for memory), each image is retried alone so that one bad file costs only itself.
     """
     if not images:
       return []
     name = FORMATS[fmt]
     try:
       return list(self(name, image_bytes=tf.constant(images, tf.string))['image_bytes'])
-    except tf.errors.OpError as e:
+    except (tf.errors.OpError, MemoryError) as e:
       if len(images) == 1:
-        return [ColorizeError(f'the model cannot decode or colour it: {first_line(e)}')]
+        return [_failure(e)]
     return [result for image in images for result in self.colorize([image], fmt)]
 
   def signature_defs(self):

@@ -35,6 +35,24 @@ def build_export(root, embedder='mobilenet_v2', width=0.25, photos=6):
   return os.path.dirname(result['export'])
 
 
+def save_pattern(path, size=64, ab=40.0):
+  """Export (to `path`, the version directory) the real export graph around a 'network' that paints a known
+  pattern: a = +ab on the canvas's left half, -ab on its right; b = +ab on the top half, -ab on the bottom."""
+  import tensorflow as tf
+  from trainer import export
+
+  class PatternModule(export.ColorizerModule):
+    def _predict_fn(self, l):
+      n, s = tf.shape(l)[0], self._size
+      half = tf.range(s) < s // 2
+      a = tf.where(half[None, :], ab, -ab) * tf.ones([n, s, 1])      # by column
+      b = tf.where(half[:, None], ab, -ab) * tf.ones([n, 1, s])      # by row
+      return tf.stack([a, b], axis=-1), tf.zeros([n, 1])
+
+  export.save(PatternModule(None, None, 'mse', size),
+              {'image_size': size, 'model': 'pattern', 'loss': 'mse', 'embedder': {'name': 'none'}}, path)
+
+
 @functools.cache
 def export_dir():
   """The tests' model, built once per test process (a small width keeps it quick)."""

@@ -3,14 +3,13 @@ import base64
 import concurrent.futures
 import http.client
 import json
-import threading
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import serving_model as sm
-from serving import app
+from serving import app, server as http_server
 
 
 @pytest.fixture(scope='module')
@@ -21,21 +20,18 @@ def colorizer():
 @pytest.fixture(scope='module')
 def server(colorizer):
   service = app.Service(colorizer, max_bytes=1_000_000, max_pixels=2_000_000, max_batch=8)
-  httpd = app.make_server(service, '127.0.0.1', 0)
-  thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-  thread.start()
-  yield httpd.server_address[:2]
-  httpd.shutdown()
-  httpd.server_close()
+  with http_server.Background(app.make_app(service)) as address:
+    yield address
 
 
 def call(server, method, path, body=None, headers=None):
-  """(status, headers, body bytes); a fresh connection per call, with a timeout so nothing hangs."""
+  """(status, headers (case-insensitive), body bytes); a fresh connection per call, with a timeout so nothing
+  hangs."""
   conn = http.client.HTTPConnection(*server, timeout=60)
   try:
     conn.request(method, path, body=body, headers=headers or {})
     r = conn.getresponse()
-    return r.status, dict(r.getheaders()), r.read()
+    return r.status, r.headers, r.read()
   finally:
     conn.close()
 

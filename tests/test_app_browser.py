@@ -6,14 +6,13 @@ Playwright is missing; under CI=true it fails instead, so a missing browser cann
 import os
 import pathlib
 import shutil
-import threading
 
 import numpy as np
 import pytest
 import skimage.color
 
 import serving_model as sm
-from serving import app
+from serving import app, server as http_server
 
 CHROMIUM = os.environ.get('CHROMIUM', '/usr/bin/chromium')
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -45,11 +44,8 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def url():
-  httpd = app.make_server(app.Service(sm.colorizer()), '127.0.0.1', 0)
-  threading.Thread(target=httpd.serve_forever, daemon=True).start()
-  yield 'http://%s:%d/' % httpd.server_address[:2]
-  httpd.shutdown()
-  httpd.server_close()
+  with http_server.Background(app.make_app(app.Service(sm.colorizer()))) as address:
+    yield 'http://%s:%d/' % address
 
 
 def test_upload_a_photo_and_download_it_in_colour(browser, url, tmp_path):
@@ -116,4 +112,67 @@ def test_drop_a_photo_on_a_narrow_screen(browser, url, tmp_path):
   assert boxes[1]['y'] > boxes[0]['y'] + boxes[0]['height'] - 1     # stacked, not side by side, when narrow
   page.screenshot(path=str(pathlib.Path(os.environ.get('SCREENSHOT_DIR', tmp_path)) / 'colorizer-narrow.png'),
                   full_page=True)
+  page.close()
+
+
+def _tab_to(page, element_id, limit=20):
+  """Press Tab until the element has the focus (as a keyboard user does); fails if it never gets it."""
+  for _ in range(limit):
+    page.keyboard.press('Tab')
+    if page.evaluate('document.activeElement && document.activeElement.id') == element_id:
+      return
+  pytest.fail(f'#{element_id} cannot be reached with Tab')
+
+
+def _chroma_of(page, selector, tmp_path, name):
+  shot = tmp_path / name
+  page.locator(selector).screenshot(path=str(shot))
+  return sm.chroma(sm.decoded(shot.read_bytes()))
+
+
+def test_keyboard_only_upload_compare_at_full_size_and_download(browser, url, tmp_path):
+  photo = tmp_path / 'scan.png'
+  photo.write_bytes(sm.png(sm.grey_photo(500, 1600)))   # wider than the page: fitted until asked for 1:1
+  page = browser.new_page()
+  page.goto(url)
+  _tab_to(page, 'file')
+  with page.expect_file_chooser() as chooser:
+    page.keyboard.press('Space')
+  chooser.value.set_files(str(photo))
+  page.locator('#compare-section').wait_for(state='visible', timeout=60_000)
+  page.locator('#compare-after').evaluate('img => img.decode()')
+
+  _tab_to(page, 'compare-slider')
+  page.keyboard.press('End')                       # all original: grey
+  assert page.locator('#compare-stack').evaluate("e => e.style.getPropertyValue('--split')") == '100%'
+  grey = _chroma_of(page, '#compare', tmp_path, 'all-original.png')
+  page.keyboard.press('Home')                      # all colour
+  coloured = _chroma_of(page, '#compare', tmp_path, 'all-colour.png')
+  assert grey < 1.0 < coloured, (grey, coloured)
+  for _ in range(30):
+    page.keyboard.press('ArrowRight')
+  assert page.locator('#compare-slider').input_value() == '30'
+  assert '30% original' in page.locator('#compare-slider').get_attribute('aria-valuetext')
+
+  fitted = page.locator('#compare-after').evaluate('img => img.getBoundingClientRect().width')
+  assert fitted < 1600
+  _tab_to(page, 'actual-size')
+  page.keyboard.press('Enter')
+  assert page.locator('#actual-size').get_attribute('aria-pressed') == 'true'
+  sizes = page.locator('#compare-after, #compare-before').evaluate_all(
+      'imgs => imgs.map(i => [i.getBoundingClientRect().width, i.getBoundingClientRect().height])')
+  assert sizes == [[1600, 500], [1600, 500]]     # one image pixel per CSS pixel, both layers alike
+  page.screenshot(path=str(pathlib.Path(os.environ.get('SCREENSHOT_DIR', tmp_path)) / 'colorizer-compare.png'),
+                  full_page=False)
+  page.keyboard.press('Space')                     # and back to fitted
+  assert page.locator('#actual-size').get_attribute('aria-pressed') == 'false'
+
+  page.keyboard.press('Shift+Tab')                 # back up to the download link, then Enter
+  for _ in range(10):
+    if page.evaluate('document.activeElement.id') == 'download':
+      break
+    page.keyboard.press('Shift+Tab')
+  with page.expect_download() as info:
+    page.keyboard.press('Enter')
+  assert info.value.suggested_filename == 'scan-colour.jpg'
   page.close()

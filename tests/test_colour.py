@@ -44,3 +44,24 @@ def test_gradients_are_finite_everywhere():
     tape.watch(rgb)
     loss = tf.reduce_sum(colour.lab_to_rgb(colour.rgb_to_lab(rgb)))
   assert np.isfinite(tape.gradient(loss, rgb).numpy()).all()
+
+
+def test_lightness_of_8_bit_images_equals_the_float_conversion():
+  import tensorflow as tf
+  grey = np.arange(256, dtype=np.uint8).reshape(16, 16, 1)
+  want = colour.rgb_to_lab(np.repeat(grey, 3, -1) / 255.0).numpy()[..., 0]
+  np.testing.assert_array_equal(colour.lightness_u8(tf.constant(grey)).numpy(), want)   # every grey, exactly
+  rgb = (_cube(17) * 255).round().astype(np.uint8).reshape(17, 289, 3)
+  want = colour.rgb_to_lab(rgb / 255.0).numpy()[..., 0]
+  assert np.abs(colour.lightness_u8(tf.constant(rgb)).numpy() - want).max() < 1e-4
+
+
+def test_lab_to_8_bit_rgb_equals_rounding_the_float_conversion():
+  rng = np.random.default_rng(0)
+  lab = np.stack([rng.uniform(0, 100, 200_000), rng.uniform(-120, 120, 200_000), rng.uniform(-120, 120, 200_000)],
+                 -1).astype(np.float32)
+  lab[:256, 0], lab[:256, 1:] = np.linspace(0, 100, 256), 0   # the greys, and out of gamut (clipped) below
+  want = np.round(colour.lab_to_rgb(lab).numpy() * 255.0).astype(int)
+  got = colour.lab_to_rgb_u8(lab[:, 0], lab[:, 1:]).numpy().astype(int)
+  differ = np.abs(got - want)
+  assert differ.max() <= 1 and (differ > 0).mean() < 1e-4   # a level apart only at a threshold, in float noise

@@ -32,6 +32,7 @@ from trainer import abbins, console, jobdir, model as model_lib
 
 INFO_FILE = posixpath.join('assets.extra', 'colorizer.json')
 JPEG_QUALITY = 95
+STRIP = 65536   # pixels coloured at a time at full resolution (see ColorizerModule._colorize)
 
 
 class ExportError(RuntimeError):
@@ -70,27 +71,46 @@ class ColorizerModule(tf.Module):
 
     def prepare(data):
       # JPEG with the accurate DCT, as the preprocessing job's decoder (Pillow) does: TF's default fast DCT is
-      # up to 16 levels off. Anything else tf.io.decode_image reads; GIF: the first frame.
-      rgb = tf.cond(tf.io.is_jpeg(data),
-                    lambda: tf.io.decode_jpeg(data, channels=3, dct_method='INTEGER_ACCURATE'),
-                    lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
-      canvas, box = letterbox.letterbox(rgb, size)     # as the preprocessing job: letterbox sRGB, then Lab
-      l = colour.rgb_to_lab(tf.cast(rgb, tf.float32) / 255.0)[..., 0]
-      return colour.rgb_to_lab(canvas / 255.0)[..., :1], box, tf.shape(l), tf.reshape(l, [-1])
+      # up to 16 levels off. Anything else tf.io.decode_image reads; GIF: the first frame. channels=0 keeps a
+      # grey photo's single channel: its full-resolution L is then a lookup in a table of 256, and no three
+      # copies of a 30-megapixel scan are made. Grey + alpha and RGBA lose their alpha, as before.
+      image = tf.cond(tf.io.is_jpeg(data),
+                      lambda: tf.io.decode_jpeg(data, channels=0, dct_method='INTEGER_ACCURATE'),
+                      lambda: tf.io.decode_image(data, channels=0, expand_animations=False))
+      image = tf.cond(tf.shape(image)[2] < 3, lambda: image[..., :1], lambda: image[..., :3])
+      canvas, box = letterbox.letterbox(image, size)   # as the preprocessing job: letterbox sRGB, then Lab
+      canvas = tf.broadcast_to(canvas, [size, size, 3])   # (a grey canvas's three channels are equal)
+      # The photo itself travels flattened (uint8) in a ragged tensor: the sizes differ.
+      return colour.rgb_to_lab(canvas / 255.0)[..., :1], box, tf.shape(image), tf.reshape(image, [-1])
 
-    # The full-resolution L of each image travels flattened in a ragged tensor: the sizes differ.
-    l_canvas, boxes, shapes, l_full = tf.map_fn(prepare, image_bytes, fn_output_signature=(
-        tf.TensorSpec([size, size, 1], tf.float32), tf.TensorSpec([4], tf.int32), tf.TensorSpec([2], tf.int32),
-        tf.RaggedTensorSpec([None], tf.float32)))
+    l_canvas, boxes, shapes, pixels = tf.map_fn(prepare, image_bytes, fn_output_signature=(
+        tf.TensorSpec([size, size, 1], tf.float32), tf.TensorSpec([4], tf.int32), tf.TensorSpec([3], tf.int32),
+        tf.RaggedTensorSpec([None], tf.uint8)))
     ab, _ = self._predict(l_canvas)                    # one batch through the networks
 
     def finish(args):
-      ab, box, shape, l = args
-      lab = tf.concat([tf.reshape(l, [shape[0], shape[1], 1]),
-                       letterbox.unletterbox(ab, box, shape[0], shape[1])], axis=-1)
-      return encode(tf.cast(tf.round(colour.lab_to_rgb(lab) * 255.0), tf.uint8))
+      ab, box, shape, pixels = args
+      count = shape[0] * shape[1]
+      # L at full resolution from the photo, ab upsampled from the canvas, straight to 8 bits (pipeline.colour),
+      # in strips of STRIP pixels: the per-pixel temporaries exist for one strip at a time, so a 30 MP photo
+      # needs no float copies of itself but ab (it added 2.1 GB to the process before, 0.6 GB now; BENCHMARKS.md).
+      strips = (count + STRIP - 1) // STRIP
+      pad = strips * STRIP - count
+      ab = tf.reshape(letterbox.unletterbox(ab, box, shape[0], shape[1]), [count, 2])
+      ab = tf.reshape(tf.pad(ab, [[0, pad], [0, 0]]), [strips, STRIP, 2])
+      pixels = tf.reshape(tf.pad(tf.reshape(pixels, [count, shape[2]]), [[0, pad], [0, 0]]),
+                          [strips, STRIP, shape[2]])
 
-    return {'image_bytes': tf.map_fn(finish, (ab, boxes, shapes, l_full), fn_output_signature=tf.string)}
+      def strip(args):
+        pixels, ab = args
+        l = tf.cond(tf.shape(pixels)[1] == 1, lambda: colour.lightness_u8(tf.ensure_shape(pixels, [STRIP, 1])),
+                    lambda: colour.lightness_u8(tf.ensure_shape(pixels, [STRIP, 3])))
+        return colour.lab_to_rgb_u8(l, ab)
+
+      rgb = tf.map_fn(strip, (pixels, ab), fn_output_signature=tf.TensorSpec([STRIP, 3], tf.uint8))
+      return encode(tf.reshape(tf.reshape(rgb, [-1, 3])[:count], [shape[0], shape[1], 3]))
+
+    return {'image_bytes': tf.map_fn(finish, (ab, boxes, shapes, pixels), fn_output_signature=tf.string)}
 
   @tf.function
   def colorize_jpeg(self, image_bytes):
@@ -155,20 +175,49 @@ def export(job_dir, checkpoint=None, temperature=None):
                            run['loss'], run['image_size'], temperature)
   step = int(tf.train.load_variable(checkpoint, 'step/.ATTRIBUTES/VARIABLE_VALUE'))
   final = _version_dir(p)
-  # TF Serving watches the base directory and ignores names that are not numbers: write there, then rename,
-  # so it never loads a half-written version.
-  target = final if p.export_direct else posixpath.join(p.export_base, f'.tmp-{posixpath.basename(final)}')
-  tf.saved_model.save(module, target, signatures=module.signatures())
   info = {key: run[key] for key in ('image_size', 'embedder', 'model', 'loss', 'width', 'ab_histogram')}
   info.update(step=step, checkpoint=checkpoint, ab_bins=abbins.num_bins(),
               annealed_mean_temperature=temperature if run['loss'] == 'classification' else None)
-  tf.io.gfile.makedirs(posixpath.join(target, 'assets.extra'))
-  with tf.io.gfile.GFile(posixpath.join(target, INFO_FILE), 'w') as f:
-    f.write(json.dumps(info, indent=2, sort_keys=True))
-  if target != final:
-    tf.io.gfile.rename(target, final)
+  save(module, info, final, staged=not p.export_direct)
   logging.info('exported step %d of %s to %s', step, checkpoint, final)
   return final
+
+
+def save(module, info, final, staged=True):
+  """Save the module's SavedModel and colorizer.json (`info`) so that `final` appears complete or not at all.
+
+  TF Serving watches the export base and loads each new numbered directory. The version is written under a
+  name it ignores (.tmp-N) and then published: on a local file system by one rename (atomic); on gs:// and other
+  object stores, where a directory rename is a copy per object in no set order, by copying every file and
+  saved_model.pb last, since a loader (TF Serving, serving.model) takes a version only once its saved_model.pb
+  is there. A failed export removes what it wrote. staged=False writes straight into `final` ($AIP_MODEL_DIR,
+  which Vertex AI reads only after the job has ended).
+  """
+  target = posixpath.join(posixpath.dirname(final), f'.tmp-{posixpath.basename(final)}') if staged else final
+  try:
+    tf.saved_model.save(module, target, signatures=module.signatures())
+    tf.io.gfile.makedirs(posixpath.join(target, 'assets.extra'))
+    with tf.io.gfile.GFile(posixpath.join(target, INFO_FILE), 'w') as f:
+      f.write(json.dumps(info, indent=2, sort_keys=True))
+    if staged:
+      _publish(target, final)
+  except BaseException:
+    if staged and tf.io.gfile.exists(final):   # a half-copied version, without its saved_model.pb
+      tf.io.gfile.rmtree(final)
+    raise
+  finally:
+    if staged and tf.io.gfile.exists(target):
+      tf.io.gfile.rmtree(target)
+
+
+def _publish(staging, final):
+  if '://' not in final:
+    tf.io.gfile.rename(staging, final)
+    return
+  files = [posixpath.relpath(posixpath.join(root, name), staging)
+           for root, _, names in tf.io.gfile.walk(staging) for name in names]
+  for name in sorted(files, key=lambda n: n == tf.saved_model.SAVED_MODEL_FILENAME_PB):   # saved_model.pb last
+    tf.io.gfile.copy(posixpath.join(staging, name), posixpath.join(final, name), overwrite=True)
 
 
 def main(argv):

@@ -4,6 +4,9 @@
   const $ = (id) => document.getElementById(id);
   const drop = $('drop'), input = $('file'), status = $('status'), result = $('result');
   const original = $('original'), coloured = $('coloured'), download = $('download'), spinner = $('spinner');
+  const compareSection = $('compare-section'), compare = $('compare'), stack = $('compare-stack');
+  const before = $('compare-before'), after = $('compare-after'), slider = $('compare-slider');
+  const actual = $('actual-size');
   let limits = { max_bytes: Infinity };
   let urls = [];
 
@@ -36,6 +39,7 @@
     original.onload = () => { $('original-size').textContent = `${original.naturalWidth} × ${original.naturalHeight}`; };
     coloured.removeAttribute('src');
     download.hidden = true;
+    compareSection.hidden = true;
     spinner.hidden = false;
     result.hidden = false;
     say(`Colouring ${file.name}…`);
@@ -55,6 +59,9 @@
       download.href = url;
       download.download = `${stem(file.name)}-colour.jpg`;
       download.hidden = false;
+      before.src = urls[0];
+      after.src = url;
+      compareSection.hidden = false;
       const note = response.headers.get('X-Colorizer-Note');
       say(note ? `Done. Note: ${note}.` : `Done: ${coloured.naturalWidth} × ${coloured.naturalHeight}.`);
     } catch (e) {
@@ -63,6 +70,19 @@
       spinner.hidden = true;
     }
   }
+
+  // Compare: the original over the colour photo, cut at the slider (a native range input: arrow keys, Home, End).
+  function split() {
+    stack.style.setProperty('--split', `${slider.value}%`);
+    slider.setAttribute('aria-valuetext', `left ${slider.value}% original, right ${100 - slider.value}% in colour`);
+  }
+  slider.addEventListener('input', split);
+  actual.addEventListener('click', () => {
+    const on = actual.getAttribute('aria-pressed') !== 'true';
+    actual.setAttribute('aria-pressed', String(on));
+    compare.classList.toggle('actual', on);
+  });
+  split();
 
   input.addEventListener('change', () => colorize(input.files[0]));
   ['dragenter', 'dragover'].forEach((t) => drop.addEventListener(t, (e) => {
