@@ -3,13 +3,11 @@
 Uses the `tfrecord` package's Example proto and fsspec for files (local or gs://). Never import this module in a
 process that imports TensorFlow: the two register the same protobuf symbols and the import fails.
 """
-import io
 import posixpath
 import struct
 
 import fsspec
 import numpy as np
-from PIL import Image
 from tfrecord import example_pb2
 
 from pipeline import schema
@@ -38,15 +36,15 @@ def _frames(path):
       yield data
 
 
-def decode(serialized):
-  """One record's bytes -> dict of numpy values (lab is float32 Lab [S, S, 3])."""
+def decode(serialized, image_size):
+  """One record's bytes -> dict of numpy values (lab is float32 Lab [S, S, 3], S = metadata's image_size)."""
   feats = example_pb2.Example.FromString(serialized).features.feature
-  png = feats['lab'].bytes_list.value[0]
+  stored = feats['lab'].bytes_list.value[0]
   return {
       'key': feats['key'].bytes_list.value[0].decode(),
       'label': int(feats['label'].int64_list.value[0]),
       'synset': feats['synset'].bytes_list.value[0].decode(),
-      'lab': schema.dequantize_lab_np(np.asarray(Image.open(io.BytesIO(png)))),
+      'lab': schema.dequantize_lab_np(schema.decode_lab_np(stored, image_size)),
       'box': np.array(feats['box'].int64_list.value, np.int64),
       'size': np.array(feats['size'].int64_list.value, np.int64),
       'embedding': schema.embedding_np(feats['embedding'].bytes_list.value[0]),
@@ -55,7 +53,12 @@ def decode(serialized):
 
 
 def records(data_dir, split):
-  """Iterate the decoded records of a split (for PyTorch: wrap in an IterableDataset)."""
+  """Iterate the decoded records of a split (for PyTorch: wrap in an IterableDataset).
+
+  The metadata is read (and its schema version checked) first: records of another version raise SchemaError
+  saying how to regenerate them.
+  """
+  size = schema.read_metadata(data_dir)['image_size']
   for path in shards(data_dir, split):
     for serialized in _frames(path):
-      yield decode(serialized)
+      yield decode(serialized, size)

@@ -69,7 +69,7 @@ def _config(argv):
       'image_size': get('image-size'),
       'embedder': embedder.describe(get('embedder'), weights, get('embedder-precision')),
       'record': {'format': 'tfrecord', 'features': list(schema.FEATURES),
-                 'lab': 'PNG of uint8 [L * 255/100, a + 128, b + 128]', 'embedding': '<f2 bytes',
+                 'lab': schema.LAB_ENCODING, 'embedding': '<f2 bytes',
                  'box': 'top, left, height, width', 'size': 'source height, width'},
       'inputs': [f'tfds:{get("tfds")}/{get("tfds-split")}'] if get('tfds') else inputs,
       'val_fraction': val_fraction,

@@ -4,22 +4,29 @@ One tf.train.Example per image:
   key        bytes     the source key (path, or TFDS id)
   label      int64     ImageNet class index (Keras / TFDS order), -1 when unknown
   synset     bytes     WordNet id such as n01440764, empty when unknown
-  lab        bytes     PNG (lossless) of the S x S Lab canvas quantised to 8 bits: L * 255/100, a + 128, b + 128
+  lab        bytes     the S x S Lab canvas quantised to 8 bits (L * 255/100, a + 128, b + 128), stored as
+                       zlib (level 1) of three planes L, a, b, each row delta-coded left to right modulo 256
   box        int64[4]  content box on the canvas: top, left, height, width
   size       int64[2]  the source image's height and width (after EXIF orientation)
   embedding  bytes     the frozen classifier's output, little-endian float16
 
-Stored Lab error is at most 100/255/2 = 0.196 (L) and 0.5 (a, b). The module imports TensorFlow only
+Stored Lab error is at most 100/255/2 = 0.196 (L) and 0.5 (a, b). Version 1 stored the codes as an RGB PNG;
+version 2's planes inflate in about half the time and the row deltas are undone on the training device (a
+cumulative sum), so the host only inflates bytes (BUILD_NOTES.md, GPU-ready trainer). The module imports TensorFlow only
 inside the functions that need it, so that TF-free consumers (pipeline.npreader, pipeline.inspect) can
 use its constants and metadata helpers: the `tfrecord` package cannot share a process with TensorFlow.
 """
 import json
 import posixpath
 import re
+import zlib
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+LAB_ENCODING = ('zlib (level 1) of uint8 planes [L * 255/100, a + 128, b + 128], each row delta-coded left to '
+                'right modulo 256')
+LAB_ZLIB_LEVEL = 1   # the writer's cost of a PNG at level 1; level 6 is 7 % smaller and 5x slower to write
 METADATA_FILE = 'metadata.json'
 FAILURES_FILE = 'failures.jsonl'
 SPLITS = ('train', 'val')
@@ -61,7 +68,7 @@ def quantize_lab(lab):
 
 
 def dequantize_lab(q):
-  """uint8 [..., 3] as stored -> Lab float32."""
+  """uint8 (or integral float) [..., 3] as stored -> Lab float32."""
   import tensorflow as tf
   q = tf.cast(q, tf.float32)
   return tf.concat([q[..., :1] / L_SCALE, q[..., 1:] - AB_OFFSET], axis=-1)
@@ -106,11 +113,12 @@ def serialize(key, label, synset, lab_png, box, size, embedding):
 
 # ---------------------------------------------------------------- TensorFlow: reader side
 
-def parse_batch(serialized, metadata):
+def parse_batch(serialized, metadata, decode_lab=True):
   """A batch of serialized records -> dict of tensors; vectorised parse (call it after .batch()).
 
   Returns lab [B, S, S, 3] float32 Lab, box [B, 4] int32, size [B, 2] int32, embedding [B, D] float32,
-  label [B] int64, key [B] string.
+  label [B] int64, key [B] string. With decode_lab=False, 'lab' is instead the stored planes, uint8
+  [B, 3, S, S] still delta-coded: the training input sends these to the device, which calls lab_from_planes.
   """
   import tensorflow as tf
   s, dim = metadata['image_size'], metadata['embedder']['dim']
@@ -122,17 +130,30 @@ def parse_batch(serialized, metadata):
       'size': tf.io.FixedLenFeature([2], tf.int64),
       'embedding': tf.io.FixedLenFeature([], tf.string),
   })
-  q = tf.map_fn(lambda b: tf.ensure_shape(tf.io.decode_png(b, channels=3), [s, s, 3]), parsed['lab'],
-                fn_output_signature=tf.TensorSpec([s, s, 3], tf.uint8))
+  # One inflate op over the whole batch; the reshape fails (InvalidArgument) on a record of another size.
+  planes = tf.reshape(tf.io.decode_raw(tf.io.decode_compressed(parsed['lab'], 'ZLIB'), tf.uint8), [-1, 3, s, s])
   emb = _half_to_float(tf.io.decode_raw(parsed['embedding'], tf.uint16, little_endian=True))
   return {
       'key': parsed['key'],
       'label': parsed['label'],
-      'lab': dequantize_lab(q),
+      'lab': lab_from_planes(planes) if decode_lab else planes,
       'box': tf.cast(parsed['box'], tf.int32),
       'size': tf.cast(parsed['size'], tf.int32),
       'embedding': tf.ensure_shape(emb, [None, dim]),
   }
+
+
+def lab_from_planes(planes):
+  """Stored planes uint8 [..., 3, S, S] (row deltas) -> Lab float32 [..., S, S, 3]; runs on any device.
+
+  Undoing the deltas is a cumulative sum along each row modulo 256, in float32: exact (255 x S < 2^24), and
+  unlike int32 it has oneDNN kernels (int32 makes this CPU build print an error line) and fast GPU kernels.
+  """
+  import tensorflow as tf
+  codes = tf.math.floormod(tf.cumsum(tf.cast(planes, tf.float32), axis=-1), 256.0)
+  rank = len(planes.shape)
+  codes = tf.transpose(codes, list(range(rank - 3)) + [rank - 2, rank - 1, rank - 3])
+  return dequantize_lab(codes)
 
 
 def _half_to_float(bits):
@@ -182,8 +203,10 @@ def read_metadata(data_dir):
     raise SchemaError(cloud.explain(path, e)) from None
   version = meta.get('schema_version')
   if version != SCHEMA_VERSION:
-    raise SchemaError(f'{path}: schema version {version!r}, this code reads version {SCHEMA_VERSION}; '
-                      're-run the preprocessing job with this version of the code')
+    raise SchemaError(f'{path}: schema version {version!r}, this code reads version {SCHEMA_VERSION} '
+                      f'(Lab stored as {LAB_ENCODING}); regenerate the records with this version of the code: '
+                      f'python -m pipeline.preprocess --input SOURCES --output NEW_DIR (the inputs are listed '
+                      f'under "inputs" in {path})')
   return meta
 
 
@@ -193,7 +216,22 @@ def metadata_json(meta):
   return re.sub(r'\[\s+([-0-9.e,\s]+?)\s+\]', lambda m: '[' + ' '.join(m.group(1).split()) + ']', text)
 
 
-# ---------------------------------------------------------------- numpy decoding (TF-free)
+# ---------------------------------------------------------------- the Lab encoding (numpy, TF-free)
+
+def encode_lab(q):
+  """uint8 codes [S, S, 3] (quantize_lab) -> the stored bytes: zlib of the row-delta-coded planes."""
+  planes = np.ascontiguousarray(np.transpose(np.asarray(q, np.uint8), (2, 0, 1)))
+  deltas = np.diff(planes, axis=-1, prepend=np.uint8(0))   # uint8 arithmetic wraps modulo 256
+  return zlib.compress(deltas.tobytes(), LAB_ZLIB_LEVEL)
+
+
+def decode_lab_np(raw, size):
+  """The stored bytes -> uint8 codes [S, S, 3]; a SchemaError if they are not an S x S canvas."""
+  deltas = np.frombuffer(zlib.decompress(raw), np.uint8)
+  if deltas.size != 3 * size * size:
+    raise SchemaError(f'a stored Lab canvas of {deltas.size} bytes is not 3 x {size} x {size}')
+  return np.transpose(np.cumsum(deltas.reshape(3, size, size), axis=-1, dtype=np.uint8), (1, 2, 0))
+
 
 def dequantize_lab_np(q):
   q = np.asarray(q, np.float32)

@@ -32,3 +32,17 @@ def mobilenet_weights():
   if not MOBILENET_WEIGHTS.is_file():
     pytest.skip(f'{MOBILENET_WEIGHTS} is absent')
   return MOBILENET_WEIGHTS
+
+
+@pytest.fixture(autouse=True)
+def _own_collective_keys():
+  """Give each test's MirroredStrategy objects group keys of their own.
+
+  Every MirroredStrategy starts its collective group keys at 1 + MirroredStrategy._collective_key_base, and the
+  runtime caches collectives per process by (group, instance) key: two strategies running different models in one
+  test process then meet at the same keys with other shapes ("Shape mismatch in the collective instance 100").
+  A training process has one strategy; the test process has many, so each test moves the base (as TF's own
+  tests do).
+  """
+  tf.distribute.MirroredStrategy._collective_key_base += 100_000
+  yield

@@ -15,9 +15,12 @@ def _record(key='k/1.jpg', size=64):
   rgb = skimage.data.astronaut()[::4, ::3]
   canvas, box = letterbox.letterbox(rgb, size)
   lab = colour.rgb_to_lab(canvas / 255.0)
-  png = tf.io.encode_png(schema.quantize_lab(lab)).numpy()
+  stored = schema.encode_lab(schema.quantize_lab(lab).numpy())
   emb = np.linspace(0, 1, 10, dtype=np.float32)
-  return lab.numpy(), schema.serialize(key, 3, 'n01443537', png, box.numpy(), rgb.shape[:2], emb), box.numpy()
+  return lab.numpy(), schema.serialize(key, 3, 'n01443537', stored, box.numpy(), rgb.shape[:2], emb), box.numpy()
+
+
+META = {'image_size': 64, 'embedder': {'dim': 10}}
 
 
 def test_stored_lab_error_is_within_the_contract():
@@ -30,8 +33,7 @@ def test_stored_lab_error_is_within_the_contract():
 
 def test_write_then_read_round_trip():
   lab, serialized, box = _record()
-  meta = {'image_size': 64, 'embedder': {'dim': 10}}
-  parsed = schema.parse_batch(tf.constant([serialized, serialized]), meta)
+  parsed = schema.parse_batch(tf.constant([serialized, serialized]), META)
   assert parsed['lab'].shape == (2, 64, 64, 3)
   assert np.abs(parsed['lab'][0].numpy() - lab).max() <= 0.5
   assert parsed['box'].numpy().tolist() == [box.tolist()] * 2
@@ -53,6 +55,7 @@ def test_tf_free_reader_decodes_the_same_record(tmp_path):
   lab, serialized, box = _record()
   with tf.io.TFRecordWriter(str(tmp_path / 'train-00000-of-00001.tfrecord')) as w:
     w.write(serialized)
+  (tmp_path / schema.METADATA_FILE).write_text(schema.metadata_json(META))
   code = ('import json, sys, numpy as np\n'
           'from pipeline import npreader\n'
           'r = list(npreader.records(sys.argv[1], "train"))\n'
@@ -84,3 +87,25 @@ def test_ab_histogram_cells_are_centred_on_multiples_of_ten():
   centre = lambda v: int((v - schema.AB_HIST_MIN) // schema.AB_HIST_BIN)
   assert hist.sum() == 2
   assert hist[centre(0), centre(-10)] == 1 and hist[centre(10), centre(100)] == 1
+
+
+def test_stored_planes_decode_on_the_device_as_in_numpy():
+  """The training input ships the stored planes and converts them on the device: both decoders agree exactly."""
+  lab, serialized, _ = _record()
+  planes = schema.parse_batch(tf.constant([serialized]), META, decode_lab=False)['lab']
+  assert planes.dtype == tf.uint8 and planes.shape == (1, 3, 64, 64)
+  on_device = schema.lab_from_planes(planes)[0].numpy()
+  parsed = tf.io.parse_example(tf.constant([serialized]), {'lab': tf.io.FixedLenFeature([], tf.string)})
+  codes = schema.decode_lab_np(parsed['lab'].numpy()[0], 64)
+  np.testing.assert_array_equal(on_device, schema.dequantize_lab_np(codes))
+  np.testing.assert_array_equal(codes, schema.quantize_lab(tf.constant(lab)).numpy())
+
+
+def test_records_of_schema_version_1_say_how_to_regenerate(tmp_path):
+  (tmp_path / schema.METADATA_FILE).write_text(json.dumps({'schema_version': 1, 'image_size': 64}))
+  with pytest.raises(schema.SchemaError, match=r'schema version 1, this code reads version 2 .*'
+                     r'python -m pipeline.preprocess --input SOURCES --output NEW_DIR'):
+    schema.read_metadata(str(tmp_path))
+  code = 'import sys\nfrom pipeline import inspect\nsys.exit(inspect.main([sys.argv[1]]))\n'
+  out = subprocess.run([sys.executable, '-c', code, str(tmp_path)], capture_output=True, text=True)
+  assert out.returncode == 2 and 'regenerate the records' in out.stderr and 'Traceback' not in out.stderr

@@ -1,8 +1,13 @@
 """The tf.data input: the preprocessing job's records, read only through pipeline.schema.
 
-Shuffled file list -> parallel interleave -> (cache) -> shuffle buffer -> batch -> vectorised parse ->
-random horizontal flip and zoom of image and content box -> prefetch. Every stage after the file list runs in tf.data's
-own threads, so the training step never waits on it (benchmarks/train.py measures that).
+Shuffled file list -> parallel interleave -> (cache) -> shuffle buffer -> batch -> vectorised parse and inflate
+-> random flips and zoom squares drawn (the content boxes follow them) -> prefetch. Every stage after the file list
+runs in tf.data's own threads, so the training step never waits on it (benchmarks/train.py measures that).
+
+The host sends the stored uint8 planes, a quarter of float32 Lab's bytes, and the augmentation as parameters;
+`on_device`, called inside the train step, turns them into Lab and applies the flips and zooms where the model
+runs. On a GPU that work is nearly free; on the host it was over half of the 3.6 ms of CPU a record took
+(BUILD_NOTES.md).
 """
 import concurrent.futures
 import posixpath
@@ -81,22 +86,21 @@ def find_corrupt_shard(files, meta):
   return None
 
 
-def _flip(lab, box):
-  """Mirror half the images of a batch left-right, and their content boxes with them."""
-  flip = tf.random.uniform([tf.shape(lab)[0]]) < 0.5
-  lab = tf.where(flip[:, None, None, None], tf.reverse(lab, axis=[2]), lab)
-  left = tf.where(flip, tf.shape(lab)[2] - box[:, 1] - box[:, 3], box[:, 1])
-  return lab, tf.stack([box[:, 0], left, box[:, 2], box[:, 3]], axis=1)
+def _flip_boxes(box, flip, size):
+  """Content boxes [B, 4] of the images `flip` [B] mirrors left-right on a canvas of `size`."""
+  left = tf.where(flip, size - box[:, 1] - box[:, 3], box[:, 1])
+  return tf.stack([box[:, 0], left, box[:, 2], box[:, 3]], axis=1)
 
 
-def _zoom(lab, box, min_scale):
-  """Zoom into a random square of each canvas (side min_scale..1 of the content's long side), back to the canvas.
+def _zoom_squares(box, size, min_scale):
+  """Random squares to zoom into (side min_scale..1 of each content box's long side): crop_and_resize boxes.
 
   The square lies inside the content along each side the content is longer than it, and holds the whole extent
-  along a shorter side; outside the canvas is black (Lab 0), as the letterbox bars are. The content box follows
-  the crop. The stored embedding stays that of the whole photo: the crop keeps most of what it shows.
+  along a shorter side; outside the canvas is black (Lab 0), as the letterbox bars are. Returns (boxes [B, 4]
+  float32 for tf.image.crop_and_resize, the content boxes [B, 4] int32 after the zoom). The stored embedding
+  stays that of the whole photo: the crop keeps most of what it shows.
   """
-  n, size = tf.shape(lab)[0], tf.cast(tf.shape(lab)[1], tf.float32)
+  n, size = tf.shape(box)[0], tf.cast(size, tf.float32)
   t, l, h, w = (tf.cast(box[:, i], tf.float32) for i in range(4))
   side = tf.random.uniform([n], min_scale, 1.0) * tf.maximum(h, w)
 
@@ -107,8 +111,7 @@ def _zoom(lab, box, min_scale):
   y0, x0 = start(t, h), start(l, w)
   # crop_and_resize samples pixel centres: output pixel i is at y0 + (i + 0.5) side / size in edge units.
   first, last = 0.5 * side / size - 0.5, (size - 0.5) * side / size - 0.5
-  boxes = tf.stack([y0 + first, x0 + first, y0 + last, x0 + last], axis=1) / (size - 1.0)
-  zoomed = tf.image.crop_and_resize(lab, boxes, tf.range(n), tf.shape(lab)[1:3], extrapolation_value=0.0)
+  squares = tf.stack([y0 + first, x0 + first, y0 + last, x0 + last], axis=1) / (size - 1.0)
 
   def visible(begin, extent, origin):   # the content's span inside the square, in output pixels
     lo = tf.round((tf.maximum(begin, origin) - origin) * size / side)
@@ -118,17 +121,36 @@ def _zoom(lab, box, min_scale):
   (top, bottom), (left, right) = visible(t, h, y0), visible(l, w, x0)
   new_box = tf.cast(tf.stack([top, left, tf.maximum(bottom - top, 1.0), tf.maximum(right - left, 1.0)], 1),
                     tf.int32)
-  return zoomed, new_box
+  return squares, new_box
+
+
+def augment_on_device(lab, flip=None, squares=None):
+  """Apply the flips and zoom squares the input pipeline drew to Lab images [B, S, S, 3] (float32)."""
+  if flip is not None:
+    lab = tf.where(flip[:, None, None, None], tf.reverse(lab, axis=[2]), lab)
+  if squares is not None:
+    lab = tf.image.crop_and_resize(lab, squares, tf.range(tf.shape(lab)[0]), tf.shape(lab)[1:3],
+                                   extrapolation_value=0.0)
+  return lab
+
+
+def on_device(batch):
+  """A batch of `dataset` -> (features for the model {'l', 'embedding'}, targets {'ab', 'box'}), float32 Lab.
+
+  Called inside the train step, so that the conversion and the augmentation run on the accelerator.
+  """
+  lab = augment_on_device(schema.lab_from_planes(batch['planes']), batch.get('flip'), batch.get('squares'))
+  return {'l': lab[..., :1], 'embedding': batch['embedding']}, {'ab': lab[..., 1:], 'box': batch['box']}
 
 
 def dataset(files, meta, batch_size, training, seed=0, cache=False, shuffle_buffer=1024, num_workers=1,
             zoom=1.0):
-  """Batches of ({'l', 'embedding'}, {'ab', 'box'}): features for the model, targets for the loss.
+  """Batches {'planes' uint8 [B, 3, S, S], 'box', 'embedding'[, 'flip', 'squares']}; `on_device` converts them.
 
-  training: shuffled and repeated forever, whole batches, flipped, and with zoom < 1 zoomed into random squares
-  of side zoom..1 of the content (_zoom). batch_size is the global batch (the
-  distributed dataset splits it over the replicas). seed must be the same on every worker: the FILE auto-shard
-  policy gives each worker its share of one shuffled order.
+  training: shuffled and repeated forever, whole batches, half of them flipped, and with zoom < 1 zoomed into
+  random squares of side zoom..1 of the content (_zoom_squares); the content boxes already follow. batch_size is
+  the global batch (the distributed dataset splits it over the replicas). seed must be the same on every worker:
+  the FILE auto-shard policy gives each worker its share of one shuffled order.
   """
   ds = tf.data.Dataset.from_tensor_slices(files)
   if training:
@@ -139,15 +161,17 @@ def dataset(files, meta, batch_size, training, seed=0, cache=False, shuffle_buff
   if training:
     ds = ds.shuffle(shuffle_buffer, seed=seed).repeat()
   ds = ds.batch(batch_size, drop_remainder=training)
+  size = meta['image_size']
 
   def prepare(serialized):
-    r = schema.parse_batch(serialized, meta)
-    lab, box = r['lab'], r['box']
+    r = schema.parse_batch(serialized, meta, decode_lab=False)
+    batch = {'planes': r['lab'], 'box': r['box'], 'embedding': r['embedding']}
     if training:
-      lab, box = _flip(lab, box)
+      batch['flip'] = tf.random.uniform([tf.shape(r['box'])[0]]) < 0.5
+      batch['box'] = _flip_boxes(batch['box'], batch['flip'], size)
       if zoom < 1.0:
-        lab, box = _zoom(lab, box, zoom)
-    return {'l': lab[..., :1], 'embedding': r['embedding']}, {'ab': lab[..., 1:], 'box': box}
+        batch['squares'], batch['box'] = _zoom_squares(batch['box'], size, zoom)
+    return batch
 
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   options = tf.data.Options()

@@ -66,3 +66,24 @@ def check_or_write_run(p, run, write):
     tf.io.gfile.makedirs(p.checkpoints)
     with tf.io.gfile.GFile(p.run_file, 'w') as f:
       f.write(json.dumps(run, indent=2, sort_keys=True))
+
+
+def check_global_batch(p, batch_size, replicas):
+  """Refuse to resume checkpoints on a global batch other than theirs (e.g. 8 GPUs, then 4 with the same flags).
+
+  The global batch sets the steps per epoch and so the learning-rate schedule and the data order: resuming on
+  another one would silently train another schedule. Another replica count is fine with the same global batch.
+  """
+  if not tf.io.gfile.exists(p.run_file) or not tf.train.latest_checkpoint(p.checkpoints):
+    return
+  old = read_run(p)
+  before = old.get('global_batch')
+  if before is None or before == batch_size * replicas:
+    return
+  advice = (f'pass --batch-size {before // replicas} to continue with the same global batch'
+            if before % replicas == 0 else
+            f'run on a replica count that divides {before}, with --batch-size {before} / replicas')
+  raise RunError(f'{p.run_file}: the checkpoints in {p.checkpoints} were trained with a global batch of {before} '
+                 f'({old.get("replicas")} replica(s) x {old.get("batch_size")}); this run has {replicas} replica(s) '
+                 f'x --batch-size {batch_size} = {batch_size * replicas}, which would change the schedule. '
+                 f'{advice[0].upper() + advice[1:]}, or use a new --job-dir.')

@@ -3,13 +3,18 @@ r"""Train the colorizer on the preprocessing job's records; export a SavedModel 
   python -m trainer.task --data DIR --job-dir DIR [--epochs N] [--steps-per-epoch N] [--batch-size N]
       [--model unet|fusion|beta] [--encoder NAME] [--encoder-weights W] [--loss classification|mse] [--precision float32|mixed_float16|mixed_bfloat16]
       [--strategy auto|mirrored|multi_worker|one_device] [--schedule cosine|constant] [--zoom 0.5]
-      [--rebalance-mix 0.5]
+      [--rebalance-mix 0.5] [--steps-per-loop 10] [--xla] [--optimizer adam|sgd]
 
 One custom training loop (`strategy.run`) for every strategy: Keras 3's `fit` fails under
 MultiWorkerMirroredStrategy (keras-team/keras#20585). `auto` is MultiWorkerMirroredStrategy when TF_CONFIG names
 several workers, MirroredStrategy over every GPU of the host, else one device. Killed at any moment and started
 again with the same command, the run resumes from its last checkpoint (every --checkpoint-every steps and at
 each epoch end). Vertex AI's AIP_CHECKPOINT_DIR, AIP_TENSORBOARD_LOG_DIR and AIP_MODEL_DIR are honoured.
+
+Like TF Model Garden's Orbit, one tf.function call runs up to --steps-per-loop steps (a tf.range loop around
+strategy.run) and the host looks at the results only between calls: a loop ends after K steps, at a multiple of
+--log-every or --checkpoint-every, or at the epoch end, whichever comes first. A step whose loss or all-reduced
+gradients are not finite ends the loop; training stops with an error naming the step, before any checkpoint.
 """
 from pipeline import quiet
 
@@ -33,6 +38,7 @@ from trainer import abbins, console, data, export, jobdir, losses, metrics, mode
 
 STRATEGIES = ('auto', 'mirrored', 'multi_worker', 'one_device')
 PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+OPTIMIZERS = ('adam', 'sgd')
 SCHEDULES = ('constant', 'cosine')
 WARMUP = 0.02   # share of the steps spent warming up with --schedule cosine
 
@@ -67,6 +73,9 @@ class Config:
   cache: bool = False
   seed: int = 0
   export: bool = True
+  steps_per_loop: int = 10       # train steps per tf.function call (Orbit's steps_per_loop); the host syncs between
+  xla: bool = False              # compile each replica's forward and backward pass with XLA (jit_compile)
+  optimizer: str = 'adam'        # sgd: plain gradient descent (scale-sensitive; the all-reduce test uses it)
 
 
 flags.DEFINE_string('data', None, 'Records directory written by python -m pipeline.preprocess (local or gs://).')
@@ -107,6 +116,10 @@ flags.DEFINE_float('temperature', Config.temperature, 'Classification: the annea
 flags.DEFINE_boolean('cache', Config.cache, 'Cache the serialized records in memory after the first epoch.')
 flags.DEFINE_integer('seed', Config.seed, 'Shuffle seed (the same on every worker).')
 flags.DEFINE_boolean('export', Config.export, 'Export a SavedModel when training ends.')
+flags.DEFINE_integer('steps-per-loop', Config.steps_per_loop, 'Train steps per tf.function call: the host waits '
+                     'for the device only between loops (ends early at --log-every/--checkpoint-every multiples).')
+flags.DEFINE_boolean('xla', Config.xla, 'Compile each replica\'s forward and backward pass with XLA.')
+flags.DEFINE_enum('optimizer', Config.optimizer, OPTIMIZERS, 'adam, or sgd (plain gradient descent).')
 FLAGS = flags.FLAGS
 
 
@@ -151,11 +164,48 @@ def learning_rate(cfg, total_steps):
       warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup)
 
 
+class _PreReduced:
+  """Mixin for a Keras optimizer whose gradients the train step has already all-reduced.
+
+  Keras 3's TF optimizer all-reduces inside apply(); LossScaleOptimizer decides "finite" before that, from each
+  replica's own gradients, so an overflow on one replica reaches every replica's weights. The step all-reduces
+  first (Trainer._replica_step) and every replica decides on the same sums; this skips Keras' second all-reduce.
+  The all-reduce test (plain SGD, tests/test_trainer.py) fails if the gradients are reduced twice or not at all.
+  """
+
+  def _all_reduce_sum_gradients(self, grads_and_vars):
+    return list(grads_and_vars)
+
+
+def make_optimizer(cfg, total_steps):
+  base = {'adam': keras.optimizers.Adam, 'sgd': keras.optimizers.SGD}[cfg.optimizer]
+  optimizer = type(base.__name__, (_PreReduced, base), {})(learning_rate(cfg, total_steps))
+  if cfg.precision == 'mixed_float16':   # bfloat16 has float32's range: no loss scaling needed
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+def _check_xla(cfg, strategy):
+  if not cfg.xla or strategy.num_replicas_in_sync == 1:
+    return
+  devices = strategy.extended.worker_devices
+  if not all('GPU' in d.upper() for d in devices):
+    raise app.UsageError(
+        f'--xla with {strategy.num_replicas_in_sync} replicas needs every replica on a GPU (here: '
+        f'{", ".join(devices)}): MirroredStrategy cannot synchronise batch norm inside XLA on other devices. '
+        'Drop --xla, or use --strategy one_device.')
+
+
+class NonFiniteLoss(RuntimeError):
+  """A step's loss or all-reduced gradients were NaN or infinite; nothing was saved after the last good step."""
+
+
 class Trainer:
-  """Model, optimizer, step counter and the distributed train step, built under `strategy`."""
+  """Model, optimizer, step counter and the distributed train loop, built under `strategy`."""
 
   def __init__(self, cfg, meta, strategy, total_steps, encoder=None):
     """encoder: encoder_info(cfg, meta), computed by the caller when it has it (it reads the weights file)."""
+    _check_xla(cfg, strategy)
     self.cfg, self.strategy = cfg, strategy
     encoder = encoder or encoder_info(cfg, meta)
     self.image_size = meta['image_size']
@@ -167,38 +217,75 @@ class Trainer:
       with strategy.scope():
         self.model = model_lib.build(cfg.model, cfg.loss, self.image_size, meta['embedder']['dim'], cfg.width,
                                      **_model_args(cfg, encoder))
-        optimizer = keras.optimizers.Adam(learning_rate(cfg, total_steps))
-        if cfg.precision == 'mixed_float16':   # bfloat16 has float32's range: no loss scaling needed
-          optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer = make_optimizer(cfg, total_steps)
         optimizer.build(self.model.trainable_variables)   # now, so a checkpoint restores its slots at once
         self.optimizer = optimizer
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
     finally:
       keras.config.set_dtype_policy(previous)
     self.checkpoint = tf.train.Checkpoint(step=self.step, model=self.model, optimizer=self.optimizer)
-    self.train_step = tf.function(self._train_step)
+    # --xla compiles each replica's forward and backward pass (synchronised batch norm all-reduces inside it);
+    # the gradient all-reduce and the update stay in the TF graph. Without XLA the pass is not a nested
+    # tf.function: MirroredStrategy cannot merge_call (batch norm's all-reduce) from one, and inside XLA it only
+    # skips merge_call when every device is a GPU, hence _check_xla.
+    self._gradients = tf.function(self._forward_backward, jit_compile=True) if cfg.xla else self._forward_backward
+    self.train_loop = tf.function(self._train_loop)
     self.predict = tf.function(self._predict, reduce_retracing=True)   # the last val batch is smaller
 
-  def _replica_step(self, x, y):
+  def _forward_backward(self, x, y):
+    variables = self.model.trainable_variables
     with tf.GradientTape() as tape:
       outputs = self.model(model_lib.features(self.model, x), training=True)
       loss = tf.reduce_sum(self.loss_fn(outputs, y['ab'], y['box'])) / self.global_batch
       scaled = self.optimizer.scale_loss(loss)
-    grads = tape.gradient(scaled, self.model.trainable_variables)
-    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))  # all-reduces the gradients
-    return loss
+    return loss, tape.gradient(scaled, variables)
 
-  def _train_step(self, iterator):
-    x, y = next(iterator)
-    loss = self.strategy.reduce('SUM', self.strategy.run(self._replica_step, args=(x, y)), axis=None)
-    self.step.assign_add(1)
-    return loss
+  def _replica_step(self, batch):
+    """One replica's step: (the global batch's loss, whether it and the gradients are finite), the same on all."""
+    x, y = data.on_device(batch)
+    loss, grads = self._gradients(x, y)
+    return self.apply_gradients(loss, grads)
 
-  def _predict(self, x, y):
-    """One batch on this process only (validation): per-example losses and predicted ab."""
+  def apply_gradients(self, loss, grads):
+    """All-reduce this replica's loss and gradients (each is already divided by the global batch, so the sum is
+    the mean), decide finiteness on the sums, which every replica shares, and update the weights."""
+    variables = self.model.trainable_variables
+    present = [i for i, g in enumerate(grads) if g is not None]
+    reduced = tf.distribute.get_replica_context().all_reduce('SUM', [loss] + [grads[i] for i in present])
+    loss, summed = reduced[0], dict(zip(present, reduced[1:]))
+    grads = [summed.get(i) for i in range(len(grads))]
+    grads_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in summed.values()])
+    self.optimizer.apply(grads, variables)
+    if self.cfg.precision == 'mixed_float16':
+      # Overflowing float16 gradients are routine: the loss-scale optimizer skips the step and halves its scale.
+      return loss, tf.math.is_finite(loss)
+    return loss, tf.math.is_finite(loss) & grads_finite
+
+  def _train_loop(self, iterator, num_steps):
+    """Up to num_steps steps in one call; (mean loss, steps run, all finite). Stops at the first bad step."""
+    total, done, finite = tf.constant(0.0), tf.constant(0, tf.int64), tf.constant(True)
+    for _ in tf.range(tf.cast(num_steps, tf.int64)):
+      loss, ok = self.strategy.run(self._replica_step, args=(next(iterator),))
+      # Every replica holds the same all-reduced values: the first local one speaks for all, with no transfer.
+      loss, ok = (self.strategy.experimental_local_results(v)[0] for v in (loss, ok))
+      self.step.assign_add(1)
+      total += loss
+      done += 1
+      if not ok:
+        finite = tf.constant(False)
+        break
+    return total / tf.cast(tf.maximum(done, 1), tf.float32), done, finite
+
+  def train_step(self, iterator):
+    """One step (tests and benchmarks): the loss as a tensor."""
+    return self.train_loop(iterator, tf.constant(1, tf.int64))[0]
+
+  def _predict(self, batch):
+    """One batch on this process only (validation): per-example losses, predicted ab, and the batch as Lab."""
+    x, y = data.on_device(batch)
     outputs = self.model(model_lib.features(self.model, x), training=False)
-    return self.loss_fn(outputs, y['ab'], y['box']), model_lib.predict_ab(outputs, self.cfg.loss, self.image_size,
-                                                                         self.cfg.temperature)
+    return (self.loss_fn(outputs, y['ab'], y['box']),
+            model_lib.predict_ab(outputs, self.cfg.loss, self.image_size, self.cfg.temperature), x, y)
 
   def distribute(self, dataset):
     return iter(self.strategy.experimental_distribute_dataset(dataset))
@@ -217,8 +304,8 @@ def _montage(l, pred_ab, true_ab):
 def validate(trainer, dataset, ab_weights, cfg):
   """Mean loss, DESIGN.md's metrics on each image's content box (trainer.metrics), and sample montages."""
   results, loss_sum, samples = [], 0.0, []
-  for x, y in dataset:
-    per_example, ab = trainer.predict(x, y)
+  for batch in dataset:
+    per_example, ab, x, y = trainer.predict(batch)
     loss_sum += float(tf.reduce_sum(per_example))
     for i in range(ab.shape[0]):
       t, l, h, w = y['box'][i].numpy()
@@ -265,8 +352,8 @@ def _model_args(cfg, encoder):
   return {'encoder': encoder['name'], 'encoder_weights': encoder['weights'], 'output_stride': cfg.output_stride}
 
 
-def _run_info(cfg, meta, encoder):
-  return {'model': cfg.model, 'loss': cfg.loss, 'width': cfg.width, 'image_size': meta['image_size'],
+def _run_info(cfg, meta, encoder, replicas):
+  return {'global_batch': cfg.batch_size * replicas, 'replicas': replicas, 'model': cfg.model, 'loss': cfg.loss, 'width': cfg.width, 'image_size': meta['image_size'],
           'embedder': meta['embedder'], 'encoder': encoder,
           'output_stride': cfg.output_stride if encoder else None, 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
           'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate,
@@ -280,21 +367,31 @@ def _check(cfg):
   if cfg.precision not in PRECISIONS or cfg.strategy not in STRATEGIES or cfg.schedule not in SCHEDULES:
     raise app.UsageError(f'--precision must be one of {PRECISIONS}, --strategy one of {STRATEGIES} and '
                          f'--schedule one of {SCHEDULES}')
-  if min(cfg.epochs, cfg.batch_size, cfg.checkpoint_every, cfg.log_every) < 1 or cfg.steps_per_epoch < 0:
-    raise app.UsageError('--epochs, --batch-size, --checkpoint-every and --log-every must be >= 1, '
-                         '--steps-per-epoch >= 0')
+  if min(cfg.epochs, cfg.batch_size, cfg.checkpoint_every, cfg.log_every, cfg.steps_per_loop) < 1 \
+      or cfg.steps_per_epoch < 0:
+    raise app.UsageError('--epochs, --batch-size, --checkpoint-every, --log-every and --steps-per-loop must be '
+                         '>= 1, --steps-per-epoch >= 0')
+  if cfg.optimizer not in OPTIMIZERS:
+    raise app.UsageError(f'--optimizer must be one of {OPTIMIZERS}')
 
 
-def _next_step(trainer, iterator, files, meta):
-  """One train step; a corrupt record becomes an error naming its shard (found by reading them all)."""
+def _next_loop(trainer, iterator, num_steps, files, meta):
+  """Up to num_steps train steps in one call; a corrupt record becomes an error naming its shard."""
   try:
-    return trainer.train_step(iterator)
+    return trainer.train_loop(iterator, tf.constant(num_steps, tf.int64))
   except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
     bad = data.find_corrupt_shard(files, meta)
     if bad:
       raise schema.SchemaError(f'{bad[0]}: corrupt record ({bad[1]}). Preprocess again, or remove the file and '
                                'its entry in metadata.json.') from e
     raise
+
+
+def _loop_size(cfg, step, end):
+  """Steps in the next loop: up to --steps-per-loop, ending at the next log or checkpoint multiple or epoch end."""
+  stops = (step + cfg.steps_per_loop, end, (step // cfg.log_every + 1) * cfg.log_every,
+           (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
+  return min(stops) - step
 
 
 def train(cfg):
@@ -313,7 +410,8 @@ def train(cfg):
                          f'{cfg.data} holds {meta["image_size"]} px: preprocess with --image-size 256 (or 128)')
   encoder = encoder_info(cfg, meta)
   p = jobdir.paths(cfg.job_dir)
-  jobdir.check_or_write_run(p, _run_info(cfg, meta, encoder), write=chief)
+  jobdir.check_global_batch(p, cfg.batch_size, strategy.num_replicas_in_sync)
+  jobdir.check_or_write_run(p, _run_info(cfg, meta, encoder, strategy.num_replicas_in_sync), write=chief)
 
   global_batch = cfg.batch_size * strategy.num_replicas_in_sync
   steps_per_epoch = cfg.steps_per_epoch or max(1, meta['counts']['train'] // global_batch)
@@ -345,19 +443,27 @@ def train(cfg):
     end = (epoch + 1) * steps_per_epoch
     with tqdm.tqdm(total=steps_per_epoch, initial=step - epoch * steps_per_epoch, unit='step', leave=True,
                    desc=f'epoch {epoch + 1}/{cfg.epochs}', disable=not chief, dynamic_ncols=True) as bar:
-      started, since = time.perf_counter(), step
+      started, since, loss_sum = time.perf_counter(), step, 0.0
       while step < end:
-        loss = float(_next_step(trainer, iterator, train_files, meta))
-        step = int(trainer.step.numpy())
-        bar.update(1)
+        mean, done, finite = _next_loop(trainer, iterator, _loop_size(cfg, step, end), train_files, meta)
+        step = int(trainer.step.numpy())   # the one host sync of the loop
+        if not finite:
+          raise NonFiniteLoss(
+              f'step {step}: the loss or the all-reduced gradients are not finite (mean loss of the loop '
+              f'{float(mean):.4g}). Training stopped; the last checkpoint in {p.checkpoints} is from before it. '
+              'Resume with a lower --learning-rate, or --precision mixed_bfloat16 or float32 if the run used '
+              'mixed_float16.')
+        loss = float(mean)
+        loss_sum += loss * int(done)
+        bar.update(int(done))
         bar.set_postfix(loss=f'{loss:.4f}')
         if step % cfg.log_every == 0 or step == end:
           now = time.perf_counter()
           with writers['train'].as_default(step=step):
-            tf.summary.scalar('loss', loss)
+            tf.summary.scalar('loss', loss_sum / (step - since))   # the mean over the steps since the last log
             tf.summary.scalar('learning_rate', tf.convert_to_tensor(trainer.optimizer.learning_rate))
             tf.summary.scalar('images_per_second', (step - since) * trainer.global_batch / (now - started))
-          started, since = now, step
+          started, since, loss_sum = now, step, 0.0
         if step % cfg.checkpoint_every == 0 or step == end:
           manager.save(checkpoint_number=step)
     if chief and val_ds is not None:
@@ -388,7 +494,7 @@ def main(argv):
   try:
     result = train(cfg)
   except (schema.SchemaError, jobdir.RunError, embedder.EmbedderError, export.ExportError,
-          app.UsageError) as e:
+          app.UsageError, NonFiniteLoss) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   loss = f' (loss {result["loss"]:.4f})' if np.isfinite(result['loss']) else ' (nothing left to train)'
