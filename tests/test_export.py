@@ -152,7 +152,9 @@ def test_colorizer_json_describes_the_model(trained, records):
   meta = schema.read_metadata(records)
   assert info['image_size'] == SIZE and info['embedder'] == meta['embedder']
   assert info['ab_histogram'] == meta['ab_histogram']
-  assert (info['model'], info['loss'], info['step']) == ('fusion', 'classification', 3)
+  assert (info['model'], info['loss'], info['step']) == ('unet', 'classification', 3)   # the defaults
+  # Its encoder: the records' embedder with the same weights (random here), at stride 4.
+  assert info['encoder'] == {'name': 'mobilenet_v2', 'weights': 'random'} and info['output_stride'] == 4
   assert info['annealed_mean_temperature'] == 0.38 and info['ab_bins'] == 261
 
 

@@ -175,7 +175,8 @@ def export(job_dir, checkpoint=None, temperature=None):
                            run['loss'], run['image_size'], temperature)
   step = int(tf.train.load_variable(checkpoint, 'step/.ATTRIBUTES/VARIABLE_VALUE'))
   final = _version_dir(p)
-  info = {key: run[key] for key in ('image_size', 'embedder', 'model', 'loss', 'width', 'ab_histogram')}
+  info = {key: run.get(key) for key in ('image_size', 'embedder', 'encoder', 'output_stride', 'model', 'loss', 'width',
+                                         'ab_histogram')}
   info.update(step=step, checkpoint=checkpoint, ab_bins=abbins.num_bins(),
               annealed_mean_temperature=temperature if run['loss'] == 'classification' else None)
   save(module, info, final, staged=not p.export_direct)
