@@ -95,8 +95,8 @@ def _unet_decoder(levels, embedding, conv, output_stride):
   """
   s2, s4, s8, s16, s32 = levels
   grid = s32.shape[1]
-  log_p = layers.Lambda(lambda p: tf.math.log(tf.cast(p, 'float32') + 1e-6) / 7.0 + 1.0, name='log_embedding', dtype='float32')(
-      embedding)
+  log_p = layers.Lambda(lambda p: tf.math.log(tf.cast(p, 'float32') + 1e-6) / 7.0 + 1.0, name='log_embedding',
+                        dtype='float32')(embedding)
   tiled = layers.Reshape((grid, grid, embedding.shape[-1]))(layers.RepeatVector(grid * grid)(log_p))
   x = layers.Concatenate()([conv(s32, 256, kernel=1), tiled])
   x = conv(x, 256, kernel=1)                                          # S/32, the fusion
