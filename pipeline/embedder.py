@@ -2,8 +2,9 @@
 
 `build()` returns a Keras model from the L channel of the letterboxed canvas (L in [0, 100]) to the
 classifier's 1000-way softmax; `pyramid()` the same classifier's convolutional trunk as a frozen feature pyramid
-(the trainer's `unet` encoder), loaded from the same weights. The grey photo is rebuilt from L with the one colour conversion, replicated to
-three channels, resized to the classifier's input and passed through its own `preprocess_input`. The Beam
+(the trainer's `unet` encoder), loaded from the same weights. The grey photo is rebuilt from L with the one
+colour conversion, replicated to three channels, resized to the classifier's input (the embedder; the encoder
+keeps the canvas size) and passed through its own `preprocess_input`. The Beam
 job, the trainer and the exported serving graph all call this, so the embedding cannot drift between them.
 """
 import dataclasses

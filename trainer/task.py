@@ -337,7 +337,7 @@ def encoder_info(cfg, meta):
     embedder.check_weights(records)
     info = {key: records[key] for key in ('weights', 'weights_sha256') if key in records}
   else:
-    info = embedder.describe(name, cfg.encoder_weights or 'imagenet', cfg.precision)
+    info = embedder.describe(name, cfg.encoder_weights or 'imagenet', 'float32')   # its weights and sha256
     info = {key: info[key] for key in ('weights', 'weights_sha256') if key in info}
   if info['weights'] == 'random':
     logging.warning('the unet\'s encoder has RANDOM weights: it will colour no better than beta. Fine for tests; '
