@@ -4,6 +4,7 @@ The export (trainer/export.py) is a TF Serving model base: EXPORT_DIR/<version>/
   serving_default  image_bytes tf.string [N] (any size, any common format) -> image_bytes: JPEG, same size
   colorize_png     the same with PNG output
   raw              l float32 [N, S, S, 1] (L canvas) -> ab [N, S, S, 2], embedding
+(+ colorize_hints, colorize_hints_png and suggest_colours when the model has them: see trainer/export.py)
 and assets.extra/colorizer.json describing the model. All image work (decode, letterbox, embed, predict,
 un-letterbox, upsample, join with the full-resolution L, encode) happens inside the graph, so the CLI, the web
 page, the REST API, evaluation and TF Serving itself all produce the same bytes.
@@ -11,12 +12,16 @@ page, the REST API, evaluation and TF Serving itself all produce the same bytes.
 import json
 import posixpath
 
+import numpy as np
 import tensorflow as tf
 
+from serving import hints as hints_lib
 from trainer import export
 
 SIGNATURES = ('serving_default', 'colorize_png', 'raw')
+OPTIONAL_SIGNATURES = ('colorize_hints', 'colorize_hints_png', 'suggest_colours')   # --hints, classification
 FORMATS = {'jpeg': 'serving_default', 'png': 'colorize_png'}
+HINT_FORMATS = {'jpeg': 'colorize_hints', 'png': 'colorize_hints_png'}
 
 
 class ModelError(RuntimeError):
@@ -96,6 +101,24 @@ class Colorizer:
   def image_size(self):
     return int(self.info['image_size'])
 
+  @property
+  def signature_names(self):
+    return [s for s in SIGNATURES + OPTIONAL_SIGNATURES if s in self._model.signatures]
+
+  @property
+  def takes_hints(self):
+    """Whether the model was trained with --hints (it follows the user's colours)."""
+    return 'colorize_hints' in self._model.signatures
+
+  @property
+  def suggests(self):
+    """Whether the model can suggest colours at a point (classification models)."""
+    return 'suggest_colours' in self._model.signatures
+
+  def _need(self, signature, why):
+    if signature not in self._model.signatures:
+      raise ColorizeError(f'this model ({self.path}) {why}', status=400)
+
   def signature(self, name):
     return self._model.signatures[name]
 
@@ -103,21 +126,40 @@ class Colorizer:
     """Run signature `name` on numpy / list inputs; returns {output name: numpy array}."""
     return {k: v.numpy() for k, v in self.signature(name)(**inputs).items()}
 
-  def colorize(self, images, fmt='jpeg'):
+  def colorize(self, images, fmt='jpeg', hints=None):
     """Encoded images -> per image the encoded colour image (bytes) or a ColorizeError, in order.
 
-    One graph call for the whole batch; if it fails (a file that passed the header check but does not
-    decode, or a batch too large for memory), each image is retried alone so that one bad file costs only itself.
+    hints: per image a list of serving.hints.Hint (or None: automatic for all); images whose list is empty are
+    coloured automatically. One graph call for the whole batch; if it fails (a file that passed the header check
+    but does not decode, or a batch too large for memory), each image is retried alone so that one bad file costs
+    only itself.
     """
     if not images:
       return []
-    name = FORMATS[fmt]
+    if hints is not None and any(hints):
+      self._need('colorize_hints', 'was trained without hints: train it with python -m trainer.task --hints')
+      name = HINT_FORMATS[fmt]
+      points, colours, radius = hints_lib.arrays(hints)
+      inputs = dict(points=tf.constant(points), colours=tf.constant(colours), radius=tf.constant(radius))
+    else:
+      name, inputs, hints = FORMATS[fmt], {}, [[]] * len(images)
     try:
-      return list(self(name, image_bytes=tf.constant(images, tf.string))['image_bytes'])
+      return list(self(name, image_bytes=tf.constant(images, tf.string), **inputs)['image_bytes'])
     except (tf.errors.OpError, MemoryError) as e:
       if len(images) == 1:
         return [_failure(e)]
-    return [result for image in images for result in self.colorize([image], fmt)]
+    return [result for image, h in zip(images, hints) for result in self.colorize([image], fmt, [h])]
+
+  def suggest(self, image, at, hints=()):
+    """The likeliest distinct colours at points `at` [(x, y), ...] of one encoded image, given its hints:
+    per point a list of ((r, g, b), probability), likeliest first."""
+    self._need('suggest_colours', 'has no colour distribution to suggest from (it was trained with --loss mse)')
+    points, colours, radius = hints_lib.arrays([list(hints)])
+    out = self('suggest_colours', image_bytes=tf.constant([image]), points=tf.constant(points),
+               colours=tf.constant(colours), radius=tf.constant(radius),
+               at=tf.constant(np.asarray([at], np.float32).reshape(1, -1, 2)))
+    return [[(tuple(int(c) for c in rgb), float(p)) for rgb, p in zip(rgbs, ps)]
+            for rgbs, ps in zip(out['colours'][0], out['probabilities'][0])]
 
   def signature_defs(self):
     """TF Serving's signature_def map (GET /v1/models/NAME/metadata) for the loaded signatures."""
@@ -127,7 +169,7 @@ class Colorizer:
                                    'unknown_rank': False}}
               for k, s in specs.items()}
     defs = {}
-    for name in SIGNATURES:
+    for name in self.signature_names:
       fn = self.signature(name)
       defs[name] = {'inputs': tensors(fn.structured_input_signature[1]),
                     'outputs': tensors(fn.structured_outputs),

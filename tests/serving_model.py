@@ -18,9 +18,10 @@ from PIL import Image
 from serving import model
 
 
-def build_export(root, embedder='mobilenet_v2', width=0.25, photos=6):
+def build_export(root, embedder='mobilenet_v2', width=0.25, photos=6, hints=True):
   """Export base directory of a colorizer trained for two steps on the Beam job's records of sample photos
-  (random embedder weights). Also used by benchmarks/serve.py, with the full-size model."""
+  (random embedder weights), with hint points (its export has every signature). Also used by
+  benchmarks/serve.py, with the full-size model."""
   from pipeline import preprocess, sources
   from trainer import task
   root = pathlib.Path(root)
@@ -31,26 +32,32 @@ def build_export(root, embedder='mobilenet_v2', width=0.25, photos=6):
                   '--embedder', embedder, '--embedder-weights', 'random', '--runner', 'DirectRunner',
                   '--num-shards', '1', '--val-fraction', '0.3'])
   result = task.train(task.Config(data=str(root / 'records'), job_dir=str(root / 'job'), epochs=1,
-                                  steps_per_epoch=2, batch_size=2, width=width, val_images=2, sample_images=0))
+                                  steps_per_epoch=2, batch_size=2, width=width, val_images=2, sample_images=0,
+                                  hints=hints))
   return os.path.dirname(result['export'])
 
 
-def save_pattern(path, size=64, ab=40.0):
+def save_pattern(path, size=64, ab=40.0, hints=False):
   """Export (to `path`, the version directory) the real export graph around a 'network' that paints a known
-  pattern: a = +ab on the canvas's left half, -ab on its right; b = +ab on the top half, -ab on the bottom."""
+  pattern: a = +ab on the canvas's left half, -ab on its right; b = +ab on the top half, -ab on the bottom.
+  hints=True: it takes hints and paints each hint's own colour where the hint map has one (its mask)."""
   import tensorflow as tf
-  from trainer import export
+  from trainer import export, model as model_lib
 
   class PatternModule(export.ColorizerModule):
-    def _predict_fn(self, l):
+    def _forward_fn(self, l, hint_map):
       n, s = tf.shape(l)[0], self._size
       half = tf.range(s) < s // 2
       a = tf.where(half[None, :], ab, -ab) * tf.ones([n, s, 1])      # by column
       b = tf.where(half[:, None], ab, -ab) * tf.ones([n, 1, s])      # by row
-      return tf.stack([a, b], axis=-1), tf.zeros([n, 1])
+      pattern = tf.stack([a, b], axis=-1)
+      if hints:
+        pattern = tf.where(hint_map[..., 2:] > 0, hint_map[..., :2] * model_lib.AB_SCALE, pattern)
+      return pattern / model_lib.AB_SCALE, tf.zeros([n, 1])          # as an mse model's outputs
 
-  export.save(PatternModule(None, None, 'mse', size),
-              {'image_size': size, 'model': 'pattern', 'loss': 'mse', 'embedder': {'name': 'none'}}, path)
+  export.save(PatternModule(None, None, 'mse', size, takes_hints=hints),
+              {'image_size': size, 'model': 'pattern', 'loss': 'mse', 'embedder': {'name': 'none'}, 'hints': hints},
+              path)
 
 
 @functools.cache

@@ -1,7 +1,8 @@
 """The tf.data input: the preprocessing job's records, read only through pipeline.schema.
 
 Shuffled file list -> parallel interleave -> (cache) -> shuffle buffer -> batch -> vectorised parse and inflate
--> random flips and zoom squares drawn (the content boxes follow them) -> prefetch. Every stage after the file list
+-> random flips and zoom squares drawn (the content boxes follow them) -> hint places drawn inside the new
+boxes (--hints) -> prefetch. Every stage after the file list
 runs in tf.data's own threads, so the training step never waits on it (benchmarks/train.py measures that).
 
 The host sends the stored uint8 planes, a quarter of float32 Lab's bytes, and the augmentation as parameters;
@@ -16,6 +17,7 @@ import tensorflow as tf
 from absl import logging
 
 from pipeline import embedder, schema
+from trainer import hints as hints_lib
 
 
 def load_metadata(data_dir):
@@ -135,21 +137,29 @@ def augment_on_device(lab, flip=None, squares=None):
 
 
 def on_device(batch):
-  """A batch of `dataset` -> (features for the model {'l', 'embedding'}, targets {'ab', 'box'}), float32 Lab.
+  """A batch of `dataset` -> (features {'l', 'embedding', 'hints'}, targets {'ab', 'box'}), float32 Lab.
 
-  Called inside the train step, so that the conversion and the augmentation run on the accelerator.
+  Called inside the train step, so that the conversion and the augmentation run on the accelerator. The hints
+  are the drawn squares painted with their mean true ab after the augmentation; none when none were drawn.
   """
   lab = augment_on_device(schema.lab_from_planes(batch['planes']), batch.get('flip'), batch.get('squares'))
-  return {'l': lab[..., :1], 'embedding': batch['embedding']}, {'ab': lab[..., 1:], 'box': batch['box']}
+  l, ab = lab[..., :1], lab[..., 1:]
+  if 'hint_yx' in batch:
+    hints = hints_lib.from_truth(ab, batch['hint_yx'], batch['hint_half'], batch['hint_valid'])
+  else:
+    hints = hints_lib.none(l)
+  return {'l': l, 'embedding': batch['embedding'], 'hints': hints}, {'ab': ab, 'box': batch['box']}
 
 
 def dataset(files, meta, batch_size, training, seed=0, cache=False, shuffle_buffer=1024, num_workers=1,
-            zoom=1.0):
-  """Batches {'planes' uint8 [B, 3, S, S], 'box', 'embedding'[, 'flip', 'squares']}; `on_device` converts them.
+            zoom=1.0, hints=False):
+  """Batches {'planes' uint8 [B, 3, S, S], 'box', 'embedding'[, 'flip', 'squares', 'hint_*']}; `on_device`
+  converts them.
 
   training: shuffled and repeated forever, whole batches, half of them flipped, and with zoom < 1 zoomed into
   random squares of side zoom..1 of the content (_zoom_squares); the content boxes already follow. batch_size is
-  the global batch (the distributed dataset splits it over the replicas). seed must be the same on every worker:
+  the global batch (the distributed dataset splits it over the replicas). hints (training only): random hint
+  places inside each image's content (trainer/hints.sample). seed must be the same on every worker:
   the FILE auto-shard policy gives each worker its share of one shuffled order.
   """
   ds = tf.data.Dataset.from_tensor_slices(files)
@@ -171,6 +181,8 @@ def dataset(files, meta, batch_size, training, seed=0, cache=False, shuffle_buff
       batch['box'] = _flip_boxes(batch['box'], batch['flip'], size)
       if zoom < 1.0:
         batch['squares'], batch['box'] = _zoom_squares(batch['box'], size, zoom)
+      if hints:
+        batch.update(hints_lib.sample(batch['box'], size))
     return batch
 
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)

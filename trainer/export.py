@@ -11,6 +11,15 @@ so serving needs nothing else. Signatures (one tf.function each, as in TF Model 
                    -> image_bytes tf.string [N]: JPEG of the colour image at the input's own resolution
   colorize_png     the same with PNG output
   raw              l float32 [N, S, S, 1] (the L canvas) -> ab float32 [N, S, S, 2], embedding float32 [N, D]
+models trained with --hints also (trainer/hints.py):
+  colorize_hints   image_bytes [N], points float32 [N, K, 2] (x, y in 0..1 from the photo's left and top; a
+                   point outside 0..1 is padding), colours float32 [N, K, 3] (sRGB 0..255), radius float32 [N, K]
+                   (half side as a share of the photo's long side; <= 0: the default) -> image_bytes: JPEG
+  colorize_hints_png  the same with PNG output
+classification models also:
+  suggest_colours  the colorize_hints inputs and at float32 [N, M, 2] (points as above) -> colours uint8
+                   [N, M, 6, 3] (sRGB, at the photo's lightness there), probabilities [N, M, 6]: the likeliest
+                   distinct colours at each point, given the hints (a palette for the page)
 
 ab is predicted on the letterboxed canvas, cut back out of it, upsampled to H x W and joined with the input's
 full-resolution L. assets.extra/colorizer.json describes the model for the serving front ends.
@@ -28,7 +37,7 @@ import keras
 from absl import app, flags, logging
 
 from pipeline import colour, embedder, letterbox
-from trainer import abbins, console, jobdir, model as model_lib
+from trainer import abbins, console, hints as hints_lib, jobdir, model as model_lib
 
 INFO_FILE = posixpath.join('assets.extra', 'colorizer.json')
 JPEG_QUALITY = 95
@@ -42,23 +51,30 @@ class ExportError(RuntimeError):
 class ColorizerModule(tf.Module):
   """The exported graph: frozen embedder + colorizer, and the serving signatures as functions."""
 
-  def __init__(self, colorizer, embedder_model, loss, image_size, temperature=abbins.TEMPERATURE):
+  def __init__(self, colorizer, embedder_model, loss, image_size, temperature=abbins.TEMPERATURE, takes_hints=None):
+    """takes_hints: whether the colorizer has a hints input (default: read from it)."""
     super().__init__()
     self._temperature = temperature
     self.colorizer = colorizer
     self.embedder = embedder_model
     self._loss = loss
     self._size = image_size
+    self.takes_hints = model_lib.takes_hints(colorizer) if takes_hints is None else takes_hints
     # Traced once and called by every signature (tracing the embedder is the slow part of an export).
-    self._predict = tf.function(self._predict_fn, input_signature=[self._canvas_spec()])
+    self._forward = tf.function(self._forward_fn, input_signature=[
+        self._canvas_spec(), tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name='hints')])
 
   def _canvas_spec(self):
     return tf.TensorSpec([None, self._size, self._size, 1], tf.float32, name='l')
 
-  def _predict_fn(self, l):
+  def _forward_fn(self, l, hints):
+    """(the colorizer's outputs, the embedding) of L canvases and hint maps (ignored by a model without hints)."""
     embedding = self.embedder(l, training=False)
-    outputs = self.colorizer(model_lib.features(self.colorizer, {'l': l, 'embedding': embedding}),
-                             training=False)
+    batch = {'l': l, 'embedding': embedding, 'hints': hints}
+    return self.colorizer(model_lib.features(self.colorizer, batch), training=False), embedding
+
+  def _predict(self, l, hints=None):
+    outputs, embedding = self._forward(l, hints_lib.none(l) if hints is None else hints)
     return model_lib.predict_ab(outputs, self._loss, self._size, self._temperature), embedding
 
   @tf.function
@@ -66,7 +82,8 @@ class ColorizerModule(tf.Module):
     ab, embedding = self._predict(l)
     return {'ab': ab, 'embedding': embedding}
 
-  def _colorize(self, image_bytes, encode):
+  def _prepare(self, image_bytes):
+    """Encoded images -> (L canvases [N, S, S, 1], content boxes [N, 4], shapes [N, 3], the decoded photos)."""
     size = self._size
 
     def prepare(data):
@@ -83,10 +100,15 @@ class ColorizerModule(tf.Module):
       # The photo itself travels flattened (uint8) in a ragged tensor: the sizes differ.
       return colour.rgb_to_lab(canvas / 255.0)[..., :1], box, tf.shape(image), tf.reshape(image, [-1])
 
-    l_canvas, boxes, shapes, pixels = tf.map_fn(prepare, image_bytes, fn_output_signature=(
+    return tf.map_fn(prepare, image_bytes, fn_output_signature=(
         tf.TensorSpec([size, size, 1], tf.float32), tf.TensorSpec([4], tf.int32), tf.TensorSpec([3], tf.int32),
         tf.RaggedTensorSpec([None], tf.uint8)))
-    ab, _ = self._predict(l_canvas)                    # one batch through the networks
+
+  def _colorize(self, image_bytes, encode, user_hints=None):
+    """user_hints: (points, colours, radius) as colorize_hints takes them, or None (automatic)."""
+    l_canvas, boxes, shapes, pixels = self._prepare(image_bytes)
+    hints = hints_lib.from_user(self._size, boxes, *user_hints) if user_hints else None
+    ab, _ = self._predict(l_canvas, hints)            # one batch through the networks
 
     def finish(args):
       ab, box, shape, pixels = args
@@ -120,11 +142,39 @@ class ColorizerModule(tf.Module):
   def colorize_png(self, image_bytes):
     return self._colorize(image_bytes, tf.io.encode_png)
 
+  @tf.function
+  def colorize_hints(self, image_bytes, points, colours, radius):
+    return self._colorize(image_bytes, lambda rgb: tf.io.encode_jpeg(rgb, quality=JPEG_QUALITY),
+                          (points, colours, radius))
+
+  @tf.function
+  def colorize_hints_png(self, image_bytes, points, colours, radius):
+    return self._colorize(image_bytes, tf.io.encode_png, (points, colours, radius))
+
+  @tf.function
+  def suggest_colours(self, image_bytes, points, colours, radius, at):
+    l_canvas, boxes, _, _ = self._prepare(image_bytes)
+    hints = hints_lib.from_user(self._size, boxes, points, colours, radius)
+    logits, _ = self._forward(l_canvas, hints)
+    yx, _ = hints_lib.to_canvas(self._size, boxes, tf.clip_by_value(at, 0.0, 1.0))
+    rgb, share = hints_lib.suggestions(logits, l_canvas, yx)
+    return {'colours': rgb, 'probabilities': share}
+
   def signatures(self):
     images = tf.TensorSpec([None], tf.string, name='image_bytes')
-    return {'serving_default': self.colorize_jpeg.get_concrete_function(images),
-            'colorize_png': self.colorize_png.get_concrete_function(images),
-            'raw': self.raw.get_concrete_function(self._canvas_spec())}
+    signatures = {'serving_default': self.colorize_jpeg.get_concrete_function(images),
+                  'colorize_png': self.colorize_png.get_concrete_function(images),
+                  'raw': self.raw.get_concrete_function(self._canvas_spec())}
+    user_hints = (tf.TensorSpec([None, None, 2], tf.float32, name='points'),
+                  tf.TensorSpec([None, None, 3], tf.float32, name='colours'),
+                  tf.TensorSpec([None, None], tf.float32, name='radius'))
+    if self.takes_hints:
+      signatures['colorize_hints'] = self.colorize_hints.get_concrete_function(images, *user_hints)
+      signatures['colorize_hints_png'] = self.colorize_hints_png.get_concrete_function(images, *user_hints)
+    if self._loss == 'classification':
+      signatures['suggest_colours'] = self.suggest_colours.get_concrete_function(
+          images, *user_hints, tf.TensorSpec([None, None, 2], tf.float32, name='at'))
+    return signatures
 
 
 def load_embedder(info, image_size):
@@ -145,7 +195,8 @@ def load_colorizer(run, checkpoint):
   try:
     # The encoder's weights, frozen or not, are in the checkpoint with the rest: nothing to load here.
     model = model_lib.build(run['model'], run['loss'], run['image_size'], run['embedder']['dim'], run['width'],
-                            encoder=(run.get('encoder') or {}).get('name'), output_stride=run.get('output_stride') or 4)
+                            encoder=(run.get('encoder') or {}).get('name'), output_stride=run.get('output_stride') or 4,
+                            hints=bool(run.get('hints')))
   finally:
     keras.config.set_dtype_policy(previous)
   tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
@@ -177,6 +228,7 @@ def export(job_dir, checkpoint=None, temperature=None):
   final = _version_dir(p)
   info = {key: run.get(key) for key in ('image_size', 'embedder', 'encoder', 'output_stride', 'model', 'loss', 'width',
                                          'ab_histogram')}
+  info['hints'] = module.takes_hints
   info.update(step=step, checkpoint=checkpoint, ab_bins=abbins.num_bins(),
               annealed_mean_temperature=temperature if run['loss'] == 'classification' else None)
   save(module, info, final, staged=not p.export_direct)

@@ -17,7 +17,9 @@ import tensorflow as tf
 
 RUN_FILE = 'run.json'
 # What must agree for checkpoints to be resumed: everything that shapes the variables or the data they fit.
-MODEL_KEYS = ('model', 'loss', 'width', 'image_size', 'embedder', 'encoder', 'output_stride')
+MODEL_KEYS = ('model', 'loss', 'width', 'image_size', 'embedder', 'encoder', 'output_stride', 'hints')
+# What a run.json written before a key existed meant by its absence.
+BEFORE = {'hints': False}
 
 
 class RunError(RuntimeError):
@@ -56,7 +58,7 @@ def read_run(p):
 def check_or_write_run(p, run, write):
   """Refuse a job directory whose checkpoints are of another model; record this run's (if `write`)."""
   if tf.io.gfile.exists(p.run_file):
-    old = read_run(p)
+    old = dict(BEFORE, **read_run(p))
     diff = [k for k in MODEL_KEYS if old.get(k) != run.get(k)]
     if diff:
       raise RunError(f'{p.run_file}: the checkpoints in {p.checkpoints} are of another model ('

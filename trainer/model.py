@@ -10,7 +10,12 @@ Deep Koalarization's network (Baldassarre et al. 2017), `fusion`:
   encoder  strided 3x3 convs: L canvas [S, S, 1] -> [S/8, S/8, 256] (32 x 32 for the 256 canvas)
   fusion   the embedding repeated over that grid, concatenated, 1x1 conv to 256
   decoder  convs and 2x upsampling back to S x S
-`beta` is the same network without the fusion (no embedding input). The head depends on the loss:
+`beta` is the same network without the fusion (no embedding input).
+
+With hints=True every model also takes `hints` [B, S, S, 3] (trainer/hints.py: the user's ab squares and their
+mask, Zhang et al. 2017): the unet's decoder sees them at each level it works at (each cell's mean hint colour
+and whether it holds one), where they meet the encoder's edges on the way back up; fusion and beta take them
+beside L at their input, as Zhang's network does. The head depends on the loss:
 `mse` regresses ab / AB_SCALE at full resolution through tanh; `classification` predicts logits over the
 in-gamut ab bins at S/4, as Zhang et al. do (a full-resolution [S, S, Q] output would cost 16x the memory),
 decoded with the annealed mean and upsampled. `predict_ab` is the one place outputs become Lab ab.
@@ -34,8 +39,9 @@ def size_multiple(model):
 
 
 def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=1.0, encoder='mobilenet_v2',
-          encoder_weights=None, output_stride=4):
-  """The Keras model: inputs {'l': [B, S, S, 1] L in 0..100} (+ 'embedding': [B, D] for fusion and unet).
+          encoder_weights=None, output_stride=4, hints=False):
+  """The Keras model: inputs {'l': [B, S, S, 1] L in 0..100} (+ 'embedding': [B, D] for fusion and unet,
+  + 'hints': [B, S, S, 3] with hints=True).
 
   Outputs: mse -> [B, S, S, 2] ab / AB_SCALE; classification -> [B, S/4, S/4, Q] bin logits. The last layer
   computes in float32 so mixed precision keeps a float32 loss. unet only: encoder names the classifier
@@ -68,12 +74,17 @@ def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=
 
   l = keras.Input((image_size, image_size, 1), name='l')
   inputs = {'l': l}
+  if hints:
+    inputs['hints'] = keras.Input((image_size, image_size, 3), name='hints')
+  name = f'colorizer_{model}_{loss}' + ('_hints' if hints else '')
   if model == 'unet':
     inputs['embedding'] = keras.Input((embedding_dim,), name='embedding')
     levels = embedder_lib.pyramid(encoder, encoder_weights, image_size)(l)
-    return keras.Model(inputs, head(_unet_decoder(levels, inputs['embedding'], conv, output_stride)),
-                       name=f'colorizer_{model}_{loss}')
+    at = (lambda level: _hints_at(inputs['hints'], image_size // level.shape[1])) if hints else None
+    return keras.Model(inputs, head(_unet_decoder(levels, inputs['embedding'], conv, output_stride, at)), name=name)
   x = layers.Rescaling(1 / 50.0, offset=-1.0)(l)
+  if hints:
+    x = layers.Concatenate()([x, inputs['hints']])
   for filters, strides in ((64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 1), (256, 1)):
     x = conv(x, filters, strides)
   if model == 'fusion':
@@ -83,10 +94,20 @@ def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=
     x = layers.Conv2D(max(4, round(256 * width)), 1, activation='relu')(layers.Concatenate()([x, tiled]))
   x = layers.UpSampling2D()(conv(x, 128))
   x = conv(conv(x, 64), 64)                                   # S/4
-  return keras.Model(inputs, head(x), name=f'colorizer_{model}_{loss}')
+  return keras.Model(inputs, head(x), name=name)
 
 
-def _unet_decoder(levels, embedding, conv, output_stride):
+def _hints_at(hints, stride):
+  """The hint map at 1/stride of the canvas: in each cell the mean colour of its hinted pixels, and whether it
+  has any (a mean over the whole cell would fade a 3x3 hint to 1 % of its colour at stride 32)."""
+  def pool(h):
+    total = tf.nn.avg_pool2d(tf.cast(h, 'float32'), stride, stride, 'VALID')
+    share = total[..., 2:]
+    return tf.concat([total[..., :2] / tf.maximum(share, 1e-6), tf.cast(share > 0, 'float32')], -1)
+  return layers.Lambda(pool, dtype='float32', name=f'hints_s{stride}')(hints)
+
+
+def _unet_decoder(levels, embedding, conv, output_stride, hints_at=None):
   """The pyramid's levels (strides 2 ... 32) and the embedding -> features at S / output_stride for the head.
 
   The embedding is fused at the bottleneck as the fusion model fuses it, as log-probabilities: the stored
@@ -98,17 +119,22 @@ def _unet_decoder(levels, embedding, conv, output_stride):
   log_p = layers.Lambda(lambda p: tf.math.log(tf.cast(p, 'float32') + 1e-6) / 7.0 + 1.0, name='log_embedding',
                         dtype='float32')(embedding)
   tiled = layers.Reshape((grid, grid, embedding.shape[-1]))(layers.RepeatVector(grid * grid)(log_p))
-  x = layers.Concatenate()([conv(s32, 256, kernel=1), tiled])
+  with_hints = (lambda level: [hints_at(level)]) if hints_at else (lambda level: [])
+  x = layers.Concatenate()([conv(s32, 256, kernel=1), tiled] + with_hints(s32))
   x = conv(x, 256, kernel=1)                                          # S/32, the fusion
   ups = ((s16, 256), (s8, 128), (s4, 128)) + (((s2, 64),) if output_stride == 2 else ())
   for skip, filters in ups:
-    x = layers.Concatenate()([layers.UpSampling2D(interpolation='bilinear')(x), skip])
+    x = layers.Concatenate()([layers.UpSampling2D(interpolation='bilinear')(x), skip] + with_hints(skip))
     x = conv(conv(x, filters), filters)
   return x
 
 
+def takes_hints(model):
+  return 'hints' in model.input
+
+
 def features(model, batch):
-  """The entries of batch (a dict with 'l' and 'embedding') that this model takes."""
+  """The entries of batch (a dict with 'l', 'embedding' and 'hints') that this model takes."""
   return {name: batch[name] for name in model.input}
 
 

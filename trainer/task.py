@@ -76,6 +76,7 @@ class Config:
   steps_per_loop: int = 10       # train steps per tf.function call (Orbit's steps_per_loop); the host syncs between
   xla: bool = False              # compile each replica's forward and backward pass with XLA (jit_compile)
   optimizer: str = 'adam'        # sgd: plain gradient descent (scale-sensitive; the all-reduce test uses it)
+  hints: bool = False            # train with simulated hint points (trainer/hints.py), so users can steer colours
 
 
 flags.DEFINE_string('data', None, 'Records directory written by python -m pipeline.preprocess (local or gs://).')
@@ -119,6 +120,8 @@ flags.DEFINE_boolean('export', Config.export, 'Export a SavedModel when training
 flags.DEFINE_integer('steps-per-loop', Config.steps_per_loop, 'Train steps per tf.function call: the host waits '
                      'for the device only between loops (ends early at --log-every/--checkpoint-every multiples).')
 flags.DEFINE_boolean('xla', Config.xla, 'Compile each replica\'s forward and backward pass with XLA.')
+flags.DEFINE_boolean('hints', Config.hints, 'Train with random hint points from the truth (Zhang et al. 2017), '
+                     'so the export takes the user\'s colours at chosen places (colorize_hints).')
 flags.DEFINE_enum('optimizer', Config.optimizer, OPTIMIZERS, 'adam, or sgd (plain gradient descent).')
 FLAGS = flags.FLAGS
 
@@ -216,7 +219,7 @@ class Trainer:
     try:
       with strategy.scope():
         self.model = model_lib.build(cfg.model, cfg.loss, self.image_size, meta['embedder']['dim'], cfg.width,
-                                     **_model_args(cfg, encoder))
+                                     hints=cfg.hints, **_model_args(cfg, encoder))
         optimizer = make_optimizer(cfg, total_steps)
         optimizer.build(self.model.trainable_variables)   # now, so a checkpoint restores its slots at once
         self.optimizer = optimizer
@@ -358,7 +361,7 @@ def _run_info(cfg, meta, encoder, replicas):
           'output_stride': cfg.output_stride if encoder else None, 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
           'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate,
           'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix,
-          'temperature': cfg.temperature}
+          'temperature': cfg.temperature, 'hints': cfg.hints}
 
 
 def _check(cfg):
@@ -431,7 +434,7 @@ def train(cfg):
   # The shuffle seed moves with the step, so a resumed run does not replay the order it already trained on.
   train_ds = data.dataset(train_files, meta, trainer.global_batch, training=True, seed=cfg.seed + step,
                           cache=cfg.cache, shuffle_buffer=cfg.shuffle_buffer, num_workers=num_workers,
-                          zoom=cfg.zoom)
+                          zoom=cfg.zoom, hints=cfg.hints)
   val_ds = data.dataset(val_files, meta, cfg.batch_size, training=False) if val_files else None
   iterator = trainer.distribute(train_ds)
   ab_weights = abbins.rebalance_weights_grid(meta['ab_histogram']['counts'])
