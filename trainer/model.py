@@ -15,7 +15,8 @@ Deep Koalarization's network (Baldassarre et al. 2017), `fusion`:
 With hints=True every model also takes `hints` [B, S, S, 3] (trainer/hints.py: the user's ab squares and their
 mask, Zhang et al. 2017): the unet's decoder sees them at each level it works at (each cell's mean hint colour
 and whether it holds one), where they meet the encoder's edges on the way back up; fusion and beta take them
-beside L at their input, as Zhang's network does. The head depends on the loss:
+beside L at their input, as Zhang's network does. At the output a fixed prior says each hint's colour where it
+is (_hint_prior). The head depends on the loss:
 `mse` regresses ab / AB_SCALE at full resolution through tanh; `classification` predicts logits over the
 in-gamut ab bins at S/4, as Zhang et al. do (a full-resolution [S, S, Q] output would cost 16x the memory),
 decoded with the annealed mean and upsampled. `predict_ab` is the one place outputs become Lab ab.
@@ -65,12 +66,14 @@ def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=
 
   def head(x):
     if loss == 'classification':
-      return layers.Conv2D(abbins.num_bins(), 1, dtype='float32', name='ab_logits')(x)
+      logits = layers.Conv2D(abbins.num_bins(), 1, dtype='float32', name='ab_logits')(x)
+      return _hint_prior(logits, inputs['hints'], image_size) if hints else logits
     if x.shape[1] < image_size // 2:
       x = layers.UpSampling2D()(x)
     x = conv(x, 32)
     x = layers.Conv2D(2, 3, padding='same', activation='tanh', dtype='float32')(x)
-    return layers.UpSampling2D(dtype='float32', name='ab')(x)
+    ab = layers.UpSampling2D(dtype='float32', name='ab')(x)
+    return _hint_prior(ab, inputs['hints'], image_size) if hints else ab
 
   l = keras.Input((image_size, image_size, 1), name='l')
   inputs = {'l': l}
@@ -98,13 +101,35 @@ def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=
 
 
 def _hints_at(hints, stride):
+  return layers.Lambda(lambda h: _pool_hints(h, stride), dtype='float32', name=f'hints_s{stride}')(hints)
+
+
+def _hint_prior(outputs, hints, image_size):
+  """Where there is a hint, the output says its colour: the network learns to carry hints to the rest of the
+  photo (along edges, through the decoder), and the place the user chose gets the chosen colour from the first
+  step on, so even a briefly trained model (the demo's) follows its hints where they are.
+
+  classification: each hinted cell's logits get -d^2 / (2 SIGMA^2) for each bin's distance d to the hint's ab,
+  as the soft encoding of that colour (the annealed mean lands on it); mse: the hint's ab replaces the output.
+  """
+  def add(args):
+    out, h = args
+    if out.shape[-1] == 2:   # mse: ab / AB_SCALE at full resolution
+      return out + h[..., 2:] * (h[..., :2] - out)
+    pooled = _pool_hints(h, image_size // out.shape[1])
+    d2 = tf.reduce_sum(tf.square(pooled[..., None, :2] * AB_SCALE - abbins.centres()), -1)
+    return out - pooled[..., 2:] * d2 / (2.0 * abbins.SIGMA ** 2)
+  return layers.Lambda(add, dtype='float32', name='hint_prior')([outputs, hints])
+
+
+def _pool_hints(h, stride):
   """The hint map at 1/stride of the canvas: in each cell the mean colour of its hinted pixels, and whether it
   has any (a mean over the whole cell would fade a 3x3 hint to 1 % of its colour at stride 32)."""
-  def pool(h):
-    total = tf.nn.avg_pool2d(tf.cast(h, 'float32'), stride, stride, 'VALID')
-    share = total[..., 2:]
-    return tf.concat([total[..., :2] / tf.maximum(share, 1e-6), tf.cast(share > 0, 'float32')], -1)
-  return layers.Lambda(pool, dtype='float32', name=f'hints_s{stride}')(hints)
+  if stride == 1:
+    return tf.cast(h, 'float32')
+  total = tf.nn.avg_pool2d(tf.cast(h, 'float32'), stride, stride, 'VALID')
+  share = total[..., 2:]
+  return tf.concat([total[..., :2] / tf.maximum(share, 1e-6), tf.cast(share > 0, 'float32')], -1)
 
 
 def _unet_decoder(levels, embedding, conv, output_stride, hints_at=None):
