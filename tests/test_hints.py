@@ -108,6 +108,17 @@ def test_every_model_takes_hints_and_they_change_the_output(model, loss):
   assert not np.allclose(plain, net(model_lib.features(net, batch)))
 
 
+@pytest.mark.parametrize('loss', model_lib.LOSSES)
+def test_even_an_untrained_model_gives_the_hints_colour_where_it_is(loss):
+  """The output prior: the place the user chose gets the chosen colour from the first step on."""
+  net = model_lib.build('unet', loss, SIZE, 1000, 0.25, encoder_weights='random', hints=True)
+  hint_map = hints.paint(SIZE, [[[20, 40]]], [[2]], [[[60.0, -40.0]]], [[True]])
+  outputs = net({'l': tf.fill([1, SIZE, SIZE, 1], 50.0), 'embedding': tf.fill([1, 1000], 1e-3), 'hints': hint_map})
+  ab = model_lib.predict_ab(outputs, loss, SIZE).numpy()
+  np.testing.assert_allclose(ab[0, 20, 40], [60.0, -40.0], atol=0.5)
+  assert np.abs(ab[0, 56, 8] - [60.0, -40.0]).max() > 20      # far from it: the network's own guess
+
+
 def test_trains_with_hints_on_two_replicas_in_float16_and_resumes_only_with_them(records, tmp_path):
   job = tmp_path / 'job'
   result = task.train(_config(records, job, strategy='mirrored', precision='mixed_float16', batch_size=2))
