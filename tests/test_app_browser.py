@@ -235,6 +235,7 @@ def _colour_at(page, x, y, tmp_path, name):
 
 
 def _click_at(page, x, y):
+  page.locator('#hint-layer').scroll_into_view_if_needed()
   box = page.locator('#hint-layer').bounding_box()
   page.mouse.click(box['x'] + x * box['width'], box['y'] + y * box['height'])
 
@@ -259,7 +260,8 @@ def test_hints_place_pick_drag_delete_and_download(browser, pattern_url, tmp_pat
   page.screenshot(path=str(pathlib.Path(os.environ.get('SCREENSHOT_DIR', tmp_path)) / 'colorizer-hints.png'),
                   full_page=True)
 
-  box = marker.bounding_box()                             # drag it up to (0.25, 0.25)
+  marker.scroll_into_view_if_needed()                     # drag it up to (0.25, 0.25)
+  box = marker.bounding_box()
   layer = page.locator('#hint-layer').bounding_box()
   page.mouse.move(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
   page.mouse.down()
