@@ -261,3 +261,14 @@ def test_a_model_without_hints_says_so(no_hints):
 def test_suggest_needs_a_point_inside_the_photo(trained, query, message):
   status, _, body = call(trained[0], 'POST', f'/v1/colorize/suggest?{query}', sm.jpeg(sm.grey_photo(40, 60)))
   assert status == 400 and message in json.loads(body)['error'], body
+
+
+def test_openapi_documents_the_hints(pattern):
+  status, _, body = call(pattern[0], 'GET', '/openapi.json')
+  paths = json.loads(body)['paths']
+  upload_params = {p['name']: p for p in paths['/v1/colorize']['post']['parameters']}
+  assert {'hints', 'x-colorizer-hints', 'format'} <= set(upload_params)
+  assert 'hints' in upload_params['hints']['description'] and '"colour"' in upload_params['hints']['description']
+  suggest = paths['/v1/colorize/suggest']['post']
+  assert {p['name'] for p in suggest['parameters']} >= {'x', 'y', 'hints'}
+  assert 'palette' in json.dumps(json.loads(body)['components']['schemas']['SuggestResponse'])
