@@ -23,6 +23,8 @@ $(STAMP): setup.py constraints.txt
 # pretrain), whose colour is a sepia guess. 128 px, half width, classification, cosine schedule, zoom: as the
 # quality study found best on a CPU (BENCHMARKS.md, Quality).
 DEMO_WEIGHTS ?= imagenet
+# Then it colours the photo again with three hints (README.md): blue sky, green grass, skin on the face.
+DEMO_HINTS ?= --hint 0.8,0.15,\#7aa6e0 --hint 0.8,0.75,\#5a8f3c --hint 0.4,0.3,\#d09a7a
 demo: $(STAMP)
 	@if $(BIN)/python -m pipeline.embedder mobilenet_v2 '$(DEMO_WEIGHTS)' >/dev/null 2>&1; then \
 	    weights='$(DEMO_WEIGHTS)'; model=unet; else weights=random; model=beta; \
@@ -32,10 +34,11 @@ demo: $(STAMP)
 	    --embedder-weights "$$weights" --image-size 128 --runner DirectRunner; \
 	$(BIN)/python -m pipeline.inspect $(OUT)/records-$$model --limit 2; \
 	$(BIN)/python -m trainer.task --data $(OUT)/records-$$model --job-dir $(OUT)/job-$$model --model $$model --width 0.5 \
-	    --epochs $(DEMO_EPOCHS) --steps-per-epoch 100 --batch-size 8 --noexport; \
+	    --epochs $(DEMO_EPOCHS) --steps-per-epoch 100 --batch-size 8 --hints --noexport; \
 	$(BIN)/python -m trainer.export --job-dir $(OUT)/job-$$model; \
-	$(BIN)/python -m serving.colorize --model $(OUT)/job-$$model/export --output $(OUT)/coloured \
-	    $$($(BIN)/python -c 'import os, skimage.data; print(os.path.join(os.path.dirname(skimage.data.__file__), "camera.png"))')
+	camera=$$($(BIN)/python -c 'import os, skimage.data; print(os.path.join(os.path.dirname(skimage.data.__file__), "camera.png"))'); \
+	$(BIN)/python -m serving.colorize --model $(OUT)/job-$$model/export --output $(OUT)/coloured $$camera; \
+	$(BIN)/python -m serving.colorize --model $(OUT)/job-$$model/export --output $(OUT)/coloured-hints $(DEMO_HINTS) $$camera
 
 # Debian's Chromium, which tests/test_app_browser.py drives through Playwright (Playwright's own browser
 # download cannot work offline). Installed only when missing; as root directly, else through sudo.

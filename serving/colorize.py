@@ -1,15 +1,23 @@
 r"""Colour black-and-white photos from the command line, at their own resolution.
 
   python -m serving.colorize --model EXPORT_DIR INPUT... --output DIR [--format jpeg|png] [--quality Q]
+      [--hint X,Y,#RRGGBB[,RADIUS] ...] [--hints-file HINTS.json]
 
 INPUT: files, folders (read recursively for image files), globs and gs:// paths. Outputs keep the inputs'
 names and sub-folders, with the format's extension. Images go to the model in batches; reading, checking and
 writing overlap with the model's work. A file that cannot be read is reported with its reason and the rest are
 still done; the exit code is 1 when any input failed. Inputs that already have colour are coloured from their
 lightness (L) like any other, and the summary says which.
+
+Hints (models trained with --hints): each --hint puts a colour at a point of every input (X, Y from 0 to 1, from
+the photo's left and top edges; RADIUS a share of its long side). --hints-file is JSON: a list of hints
+[{"x": 0.5, "y": 0.2, "colour": "#3060c0", "radius": 0.02}, ...] for every input, or an object mapping an input's
+file name (or its path relative to the folder given) to its own list; --hint's are added to each.
 """
 import dataclasses
 import io
+import json
+import posixpath
 import sys
 import time
 from concurrent import futures
@@ -23,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline import decode
-from serving import files, inputs, model
+from serving import files, hints as hints_lib, inputs, model
 
 EXTENSIONS = {'jpeg': '.jpg', 'png': '.png'}
 
@@ -55,9 +63,35 @@ def _save(path, image, quality):
   files.write(path, image)
 
 
+def hints_for(every=(), per_file=None):
+  """source -> its hints: `every` (a list of Hints) plus per_file's list under the source's relative path or
+  file name; None when there are no hints at all (the automatic signature)."""
+  per_file = per_file or {}
+  if not every and not per_file:
+    return None
+  return lambda source: list(every) + per_file.get(source.relative, per_file.get(posixpath.basename(source.url), []))
+
+
+def read_hints_file(path):
+  """--hints-file: a JSON list (every input) or an object {file name: list} -> (list, {name: list})."""
+  try:
+    doc = json.loads(files.read(path))
+  except OSError as e:
+    raise hints_lib.HintError(f'{path}: cannot read it: {e.strerror or e}') from None
+  except ValueError as e:
+    raise hints_lib.HintError(f'{path}: not JSON ({e})') from None
+  if isinstance(doc, list):
+    return hints_lib.from_json(doc, path), {}
+  if isinstance(doc, dict):
+    return [], {name: hints_lib.from_json(value, f'{path}: {name}') for name, value in doc.items()}
+  raise hints_lib.HintError(f'{path}: expected a list of hints, or an object mapping file names to lists')
+
+
 def run(colorizer, specs, output, fmt='jpeg', quality=None, batch_size=8, max_pixels=decode.DEFAULT_MAX_PIXELS,
-        progress=True):
-  """Colour every image of `specs` into `output`; returns a Report (nothing is raised for a bad input)."""
+        progress=True, hints=None):
+  """Colour every image of `specs` into `output`; returns a Report (nothing is raised for a bad input).
+
+  hints: None, or a function source -> list of serving.hints.Hint (hints_for)."""
   started = time.perf_counter()
   report = Report()
   found, missing = files.expand(specs)
@@ -88,7 +122,8 @@ def run(colorizer, specs, output, fmt='jpeg', quality=None, batch_size=8, max_pi
           bar.update()
         else:
           ready.append((source, prepared))
-      for (source, prepared), result in zip(ready, colorizer.colorize([p.data for _, p in ready], model_fmt)):
+      given = [hints(source) for source, _ in ready] if hints else None
+      for (source, prepared), result in zip(ready, colorizer.colorize([p.data for _, p in ready], model_fmt, given)):
         if isinstance(result, Exception):
           fail(source, str(result))
         else:
@@ -134,6 +169,10 @@ def define_flags():
                        lower_bound=1, upper_bound=95)
   flags.DEFINE_integer('batch-size', 8, 'Images per model call.', lower_bound=1)
   flags.DEFINE_integer('max-pixels', decode.DEFAULT_MAX_PIXELS, 'Refuse images with more pixels.')
+  flags.DEFINE_multi_string('hint', [], 'X,Y,#RRGGBB[,RADIUS]: this colour at this point of every input (X, Y '
+                            'from 0 to 1 from the left and the top; RADIUS a share of the long side). Repeatable. '
+                            'Models trained with --hints.')
+  flags.DEFINE_string('hints-file', None, 'JSON hints: a list for every input, or {file name: list}; see --help.')
 
 
 def main(argv):
@@ -141,12 +180,25 @@ def main(argv):
     raise app.UsageError('give at least one INPUT (file, folder, glob or gs:// path)')
   if FLAGS.quality is not None and FLAGS.format != 'jpeg':
     raise app.UsageError('--quality applies to --format jpeg only')
+  try:   # the hints are checked before the model loads: a typo fails in a second, not after it
+    every = [hints_lib.parse_cli(text) for text in FLAGS.hint]
+    per_file = {}
+    if FLAGS['hints-file'].value:
+      listed, per_file = read_hints_file(FLAGS['hints-file'].value)
+      every += listed
+  except hints_lib.HintError as e:
+    raise app.UsageError(str(e)) from None
+  if len(every) > hints_lib.MAX_HINTS:
+    raise app.UsageError(f'{len(every)} hints for every input: at most {hints_lib.MAX_HINTS}')
   try:
     colorizer = model.Colorizer(FLAGS.model)
   except model.ModelError as e:
     raise app.UsageError(str(e)) from None
+  if (every or per_file) and not colorizer.takes_hints:
+    raise app.UsageError(f'{colorizer.path} was trained without hints, so it cannot follow --hint or '
+                         '--hints-file: train with python -m trainer.task --hints, or leave the hints out')
   report = run(colorizer, argv[1:], FLAGS.output, FLAGS.format, FLAGS.quality, FLAGS['batch-size'].value,
-               FLAGS['max-pixels'].value)
+               FLAGS['max-pixels'].value, hints=hints_for(every, per_file))
   print(summary(report, FLAGS.output, FLAGS.format))
   return 1 if report.failed else 0
 

@@ -1,12 +1,16 @@
 r"""Evaluate an exported colorizer against colour ground truth, beside the grey baseline (ab = 0).
 
   python -m serving.evaluate --model EXPORT_DIR --images DIR_OR_GLOB [--report DIR] [--limit N] [--sample N]
+      [--hints N [--seed S]]
 
 Each colour photo is decoded with the pipeline's decoder, given to the model as a lossless PNG (so the model
 sees exactly the truth's lightness) through the `colorize_png` signature, and the colour image that comes back
 at full resolution is compared with the photo by trainer.metrics (PSNR, SSIM, colourfulness and dCF, AuC plain
 and class-rebalanced with the weights of the model's own training histogram). The grey baseline is the photo's
 own L with a = b = 0. Greyscale photos have no colour to compare with and are skipped (and listed).
+--hints N gives a model trained with --hints N hints per photo from a simulated user (Zhang et al. 2017): at
+random places in the photo, each the truth's mean colour there (serving.hints.simulate); the places depend only
+on --seed and the photo's path, so two models get the same hints.
 With --report: summary.json, per_image.csv and report.html (a grid of grey input | model | truth).
 """
 import csv
@@ -15,6 +19,7 @@ import io
 import json
 import posixpath
 import sys
+import zlib
 
 from pipeline import quiet
 
@@ -26,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline import colour, decode
-from serving import files, inputs, model, report_html
+from serving import files, hints as hints_lib, inputs, model, report_html
 from trainer import abbins, metrics
 
 SYSTEMS = ('model', 'grey_baseline')
@@ -39,6 +44,7 @@ class Evaluation:
   samples: list = dataclasses.field(default_factory=list)   # (path, grey, model, truth thumbnails, row)
   skipped: list = dataclasses.field(default_factory=list)   # (path, reason)
   failed: list = dataclasses.field(default_factory=list)    # (path, reason)
+  hints: int = 0                                            # simulated hints per photo
 
   def summary(self):
     return {s: metrics.summarize([{k: r[f'{s}_{k}'] for k in metrics.KEYS} for r in self.rows]) for s in SYSTEMS}
@@ -76,11 +82,20 @@ def rebalance_weights(colorizer):
   return abbins.rebalance_weights_grid(counts) if counts is not None else None
 
 
+def simulated_hints(truth, path, count, seed=0):
+  """The --hints simulated user's hints for one photo: the same for a path and seed, whatever the model."""
+  rng = np.random.default_rng([seed, zlib.crc32(path.encode())])
+  return hints_lib.simulate(truth, count, rng)
+
+
 def evaluate(colorizer, specs, limit=None, sample=24, batch_size=8, max_pixels=decode.DEFAULT_MAX_PIXELS,
-             progress=True):
+             progress=True, hints=0, seed=0):
+  """hints: simulated hints per photo (simulated_hints), for models trained with --hints."""
+  if hints and not colorizer.takes_hints:
+    raise model.ModelError(f'{colorizer.path} was trained without hints: evaluate it with --hints 0')
   found, missing = files.expand(specs)
   found = found[:limit] if limit else found
-  result = Evaluation(failed=list(missing))
+  result = Evaluation(failed=list(missing), hints=hints)
   weights = rebalance_weights(colorizer)
   stride = max(1, len(found) // sample) if sample else 0
   with tqdm(total=len(found), unit='img', desc='evaluating', disable=not progress, file=sys.stderr) as bar:
@@ -93,7 +108,8 @@ def evaluate(colorizer, specs, limit=None, sample=24, batch_size=8, max_pixels=d
           bar.update()
         else:
           batch.append((index, source, truth))
-      outputs = colorizer.colorize([_png(truth) for _, _, truth in batch], 'png')
+      given = [simulated_hints(truth, source.url, hints, seed) for _, source, truth in batch] if hints else None
+      outputs = colorizer.colorize([_png(truth) for _, _, truth in batch], 'png', given)
       for (index, source, truth), out in zip(batch, outputs):
         bar.update()
         if isinstance(out, Exception):
@@ -133,7 +149,7 @@ def model_description(colorizer):
 
 def write_report(report_dir, colorizer, result):
   summary = result.summary()
-  doc = {'model': model_description(colorizer), 'images': len(result.rows), 'metrics': summary,
+  doc = {'model': model_description(colorizer), 'images': len(result.rows), 'hints': result.hints, 'metrics': summary,
          'skipped': [{'path': p, 'reason': r} for p, r in result.skipped],
          'failed': [{'path': p, 'reason': r} for p, r in result.failed]}
   files.write(posixpath.join(report_dir, 'summary.json'), json.dumps(doc, indent=2).encode())
@@ -168,6 +184,9 @@ def define_flags():
   flags.DEFINE_integer('sample', 24, 'Images shown in the report\'s grid.', lower_bound=0)
   flags.DEFINE_integer('batch-size', 8, 'Images per model call.', lower_bound=1)
   flags.DEFINE_integer('max-pixels', decode.DEFAULT_MAX_PIXELS, 'Refuse images with more pixels.')
+  flags.DEFINE_integer('hints', 0, 'Simulated hints per photo (models trained with --hints).', lower_bound=0,
+                       upper_bound=hints_lib.MAX_HINTS)
+  flags.DEFINE_integer('seed', 0, 'Seed of the simulated hints\' places.')
 
 
 def main(argv):
@@ -175,10 +194,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments {argv[1:]}: pass the photos with --images')
   try:
     colorizer = model.Colorizer(FLAGS.model)
+    result = evaluate(colorizer, FLAGS.images, FLAGS.limit, FLAGS.sample, FLAGS['batch-size'].value,
+                      FLAGS['max-pixels'].value, hints=FLAGS.hints, seed=FLAGS.seed)
   except model.ModelError as e:
     raise app.UsageError(str(e)) from None
-  result = evaluate(colorizer, FLAGS.images, FLAGS.limit, FLAGS.sample, FLAGS['batch-size'].value,
-                    FLAGS['max-pixels'].value)
   warning = _test_model_warning(colorizer)
   if warning:
     print(f'WARNING: {warning}')

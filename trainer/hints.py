@@ -63,7 +63,7 @@ def _square_offsets(half):
 def paint(image_size, yx, half, ab, valid):
   """The hint map [B, S, S, 3] float32 of squares centred at yx [B, K, 2] (canvas pixels), half sides half [B, K],
   colours ab [B, K, 2] (Lab units); invalid hints are left out. Where squares overlap their colours average."""
-  yx, half = tf.cast(yx, tf.int32), tf.cast(half, tf.int32)
+  yx, half, valid = tf.cast(yx, tf.int32), tf.cast(half, tf.int32), tf.cast(valid, tf.bool)
   dy, dx, inside = _square_offsets(half)
   y = yx[..., 0, None, None] + dy
   x = yx[..., 1, None, None] + dx

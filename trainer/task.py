@@ -1,9 +1,10 @@
 r"""Train the colorizer on the preprocessing job's records; export a SavedModel at the end.
 
   python -m trainer.task --data DIR --job-dir DIR [--epochs N] [--steps-per-epoch N] [--batch-size N]
-      [--model unet|fusion|beta] [--encoder NAME] [--encoder-weights W] [--loss classification|mse] [--precision float32|mixed_float16|mixed_bfloat16]
-      [--strategy auto|mirrored|multi_worker|one_device] [--schedule cosine|constant] [--zoom 0.5]
-      [--rebalance-mix 0.5] [--steps-per-loop 10] [--xla] [--optimizer adam|sgd]
+      [--model unet|fusion|beta] [--encoder NAME] [--encoder-weights W] [--loss classification|mse]
+      [--precision float32|mixed_float16|mixed_bfloat16] [--strategy auto|mirrored|multi_worker|one_device]
+      [--schedule cosine|constant] [--zoom 0.5] [--rebalance-mix 0.5] [--hints] [--steps-per-loop 10] [--xla]
+      [--optimizer adam|sgd]
 
 One custom training loop (`strategy.run`) for every strategy: Keras 3's `fit` fails under
 MultiWorkerMirroredStrategy (keras-team/keras#20585). `auto` is MultiWorkerMirroredStrategy when TF_CONFIG names
@@ -356,9 +357,10 @@ def _model_args(cfg, encoder):
 
 
 def _run_info(cfg, meta, encoder, replicas):
-  return {'global_batch': cfg.batch_size * replicas, 'replicas': replicas, 'model': cfg.model, 'loss': cfg.loss, 'width': cfg.width, 'image_size': meta['image_size'],
-          'embedder': meta['embedder'], 'encoder': encoder,
-          'output_stride': cfg.output_stride if encoder else None, 'ab_histogram': meta['ab_histogram'], 'data': cfg.data,
+  return {'global_batch': cfg.batch_size * replicas, 'replicas': replicas, 'model': cfg.model, 'loss': cfg.loss,
+          'width': cfg.width, 'image_size': meta['image_size'], 'embedder': meta['embedder'], 'encoder': encoder,
+          'output_stride': cfg.output_stride if encoder else None, 'ab_histogram': meta['ab_histogram'],
+          'data': cfg.data,
           'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate,
           'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix,
           'temperature': cfg.temperature, 'hints': cfg.hints}
