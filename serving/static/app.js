@@ -319,16 +319,16 @@
   // The model's likeliest colours at the selected hint (given the other hints), as swatches to pick from.
   async function suggest(h) {
     if (!limits.suggests || !photo) return;
-    const at = `${h.x},${h.y}`;
+    const others = hints.filter((o) => o !== h);
+    const at = `${h.x},${h.y},${hintsJson(others)}`;   // the palette follows the place and the other hints
     if (h.palette && h.paletteAt === at) { drawPalette(h); return; }
     palette.replaceChildren();
     palette.setAttribute('aria-busy', 'true');
     const mine = generation;
     try {
-      const others = hints.filter((o) => o !== h);
       const query = `x=${h.x.toFixed(4)}&y=${h.y.toFixed(4)}`;
       const answer = await (await post('/v1/colorize/suggest', query, photo, others)).json();
-      if (mine !== generation || `${h.x},${h.y}` !== at) return;
+      if (mine !== generation || `${h.x},${h.y},${hintsJson(hints.filter((o) => o !== h))}` !== at) return;
       h.palette = answer.palette; h.paletteAt = at;
       if (selected === h) drawPalette(h);
     } catch (e) {
