@@ -318,6 +318,7 @@ def test_hint_palette_keyboard_and_round_trip_time(browser, url, tmp_path):
     colour = swatches.nth(i).get_attribute('data-colour')
     swatches.nth(i).click()
     assert page.locator('#hint-colour').input_value() == colour
+    assert swatches.nth(i).get_attribute('aria-pressed') == 'true'
     _settled(page)
     assert colour in marker.get_attribute('aria-label')
     timings.append(int(page.locator('#coloured').get_attribute('data-round-trip-ms')))

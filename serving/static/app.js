@@ -153,6 +153,9 @@
     if (selected) {
       hintName.textContent = describe(selected);
       picker.value = selected.colour;
+      palette.querySelectorAll('.swatch').forEach((w) => {
+        w.setAttribute('aria-pressed', String(w.dataset.colour === selected.colour));
+      });
     }
   }
 
@@ -348,6 +351,7 @@
       swatch.title = `${s.colour} (${share})`;
       swatch.setAttribute('aria-label', `Use ${s.colour} (the model gives it ${share})`);
       swatch.dataset.colour = s.colour;
+      swatch.setAttribute('aria-pressed', String(s.colour === h.colour));
       swatch.addEventListener('click', () => setColour(h, s.colour));
       return swatch;
     }));
