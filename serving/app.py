@@ -3,7 +3,9 @@ r"""The colorizer behind a web page and a REST API (FastAPI on uvicorn; serving/
   python -m serving.app --model EXPORT_DIR [--host 127.0.0.1] [--port 8501] [--model-name colorizer]
 
   GET  /                                       the web page: drop a black-and-white photo, get it in colour
-  POST /v1/colorize[?format=png]               body: an image file -> image/jpeg (or image/png), same size
+  POST /v1/colorize[?format=png][&hints=JSON]  body: an image file -> image/jpeg (or image/png), same size;
+                                               hints (or the X-Colorizer-Hints header): the user's colours
+  POST /v1/colorize/suggest?x=X&y=Y[&hints=]   body: an image file -> the likeliest colours at (x, y) (JSON)
   POST /v1/models/NAME[/versions/V]:predict    TF Serving's predict API (JSON, {"b64": ...} for bytes)
   GET  /v1/models/NAME[/versions/V]            TF Serving's model status
   GET  /v1/models/NAME[/versions/V]/metadata   signature defs (TF Serving's) and the model's colorizer.json
@@ -16,6 +18,7 @@ serving/service.py (model work) and serving/server.py (connections); bodies are 
 import asyncio
 import contextlib
 import importlib.resources
+import json
 
 from pipeline import quiet
 
@@ -27,7 +30,7 @@ from absl import app as absl_app, flags, logging
 from fastapi import exceptions as fastapi_exceptions, responses
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import model, server, service
+from serving import hints as hints_lib, model, server, service
 from serving.service import HttpError, Service   # noqa: F401  (the names callers use)
 
 BODY_TIMEOUT = 30.0   # seconds a client may take to send its body (20 MiB at 5.6 Mbit/s)
@@ -48,15 +51,30 @@ class B64(pydantic.BaseModel):
 class PredictRequest(pydantic.BaseModel):
   """TF Serving's predict request: exactly one of `instances` (rows) or `inputs` (columns)."""
   signature_name: str = pydantic.Field('serving_default', description='serving_default (JPEG out), '
-                                       'colorize_png (PNG out) or raw (L canvas in, ab out)')
+                                       'colorize_png (PNG out), raw (L canvas in, ab out); with --hints also '
+                                       'colorize_hints, colorize_hints_png and suggest_colours (see the metadata)')
   instances: list | None = pydantic.Field(None, description='one entry per image: {"b64": ...} '
-                                          '(or {"image_bytes": {"b64": ...}}); for raw, [S, S, 1] L canvases')
+                                          '(or {"image_bytes": {"b64": ...}}); for raw, [S, S, 1] L canvases; for '
+                                          'colorize_hints {"image_bytes": {"b64": ...}, "points": [[x, y], ...], '
+                                          '"colours": [[r, g, b], ...], "radius": [r, ...]} (+ "at" for '
+                                          'suggest_colours)')
   inputs: dict | list | None = pydantic.Field(None, description='columnar: {"image_bytes": [{"b64": ...}, ...]}')
 
 
 class PredictResponse(pydantic.BaseModel):
   predictions: list[B64] | None = pydantic.Field(None, description='row format: one {"b64": ...} per image')
   outputs: list[B64] | dict | None = pydantic.Field(None, description='columnar format')
+
+
+class Suggestion(pydantic.BaseModel):
+  colour: str = pydantic.Field(description='#rrggbb (sRGB, at the photo\'s lightness there)')
+  probability: float = pydantic.Field(description='the model\'s probability of this colour there (0..1)')
+
+
+class SuggestResponse(pydantic.BaseModel):
+  x: float
+  y: float
+  palette: list[Suggestion] = pydantic.Field(description='the likeliest distinct colours, likeliest first')
 
 
 class Error(pydantic.BaseModel):
@@ -67,6 +85,11 @@ ERRORS = {s: {'model': Error} for s in (400, 404, 408, 411, 413, 503)}
 IMAGE_BODY = {'requestBody': {'required': True, 'description': 'the image file itself (at most --max-bytes)',
                               'content': {t: {'schema': {'type': 'string', 'format': 'binary'}}
                                           for t in ('image/jpeg', 'image/png', 'application/octet-stream')}}}
+HINTS_DOC = ('the user\'s colours, a JSON list of hints: [{"x": 0.5, "y": 0.2, "colour": "#3060c0"}, ...] (x, y '
+             f'from 0 to 1 from the photo\'s left and top edges; colour #RRGGBB or [r, g, b]; optional "radius", a '
+             f'share of the long side, 0..0.25; at most {hints_lib.MAX_HINTS}). For models trained with --hints '
+             '(GET /healthz says "hints": true).')
+HINTS_HEADER_DOC = 'the same as the hints parameter (simpler with curl: no URL encoding); send one of the two'
 JSON_BODY = {'requestBody': {'required': True, 'content': {'application/json': {
     'schema': PredictRequest.model_json_schema()}}}}
 
@@ -183,25 +206,81 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
   async def health():
     return svc.health()
 
+  def user_hints(query, header):
+    """The hints of an upload (query parameter or header) -> [Hint], checked; HttpError 400 naming the hint."""
+    if query is not None and header is not None:
+      raise HttpError(400, 'hints came both as a query parameter and as the X-Colorizer-Hints header: send one')
+    text, where = (query, 'hints') if header is None else (header, 'X-Colorizer-Hints')
+    if text is None or not text.strip():
+      return []
+    try:
+      value = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise HttpError(400, f'{where}: not JSON ({e}); send a list like '
+                      '[{"x": 0.5, "y": 0.2, "colour": "#3060c0"}]') from None
+    try:
+      hints = hints_lib.from_json(value, where)
+    except hints_lib.HintError as e:
+      raise HttpError(400, str(e)) from None
+    svc.check_hints([hints], where)
+    return hints
+
+  def empty_upload(route):
+    return HttpError(400, 'empty request body: send the image file as the body, e.g. '
+                     f'curl --data-binary @photo.jpg -o colour.jpg http://HOST:PORT{route}')
+
   @api.post('/v1/colorize', summary='Colour one photo', tags=['colorize'], responses={
       200: {'content': {'image/jpeg': {}, 'image/png': {}}, 'description': 'the photo in colour, same size'},
       **ERRORS}, response_class=fastapi.Response, openapi_extra=IMAGE_BODY)
-  async def upload(request: fastapi.Request, format: str = fastapi.Query('jpeg', description='jpeg or png')):
+  async def upload(request: fastapi.Request, format: str = fastapi.Query('jpeg', description='jpeg or png'),
+                   hints: str | None = fastapi.Query(None, description=HINTS_DOC),
+                   x_colorizer_hints: str | None = fastapi.Header(None, description=HINTS_HEADER_DOC)):
     """The body is an image file; the answer is the same photo in colour at its own size. If the photo already
-    had colour, the header X-Colorizer-Note says so (its colour is replaced by one predicted from its L)."""
+    had colour, the header X-Colorizer-Note says so (its colour is replaced by one predicted from its L).
+
+    With hints the model follows the user's colours: each hint says "this colour here", e.g.
+    `curl --data-binary @photo.jpg -H 'X-Colorizer-Hints: [{"x": 0.5, "y": 0.2, "colour": "#3060c0"}]'
+    -o colour.jpg http://HOST:PORT/v1/colorize`. A malformed hint is answered 400 naming it
+    (`hints[2]: colour '#zz' is not #RRGGBB ...`); so are hints sent to a model trained without them."""
     fmt = format.lower().replace('jpg', 'jpeg')
     if fmt not in model.FORMATS:
       raise HttpError(400, f'format={format} is not offered; use format=jpeg or format=png')
     async with body_of(request, svc.max_bytes, svc.buffered, body_timeout) as body:
+      # The hints are checked once the body is in: a client still sending would not see an earlier answer.
+      checked = user_hints(hints, x_colorizer_hints)
       if not body:
-        raise HttpError(400, 'empty request body: send the image file as the body, e.g. '
-                        'curl --data-binary @photo.jpg -o colour.jpg http://HOST:PORT/v1/colorize')
-      (image,), colour = await svc.colorize([body], fmt, lambda i: 'the upload', check_colour=True)
+        raise empty_upload('/v1/colorize')
+      (image,), colour = await svc.colorize([body], fmt, lambda i: 'the upload', check_colour=True,
+                                            hints=[checked])
     headers = {'Content-Disposition': f'inline; filename="colour.{"jpg" if fmt == "jpeg" else "png"}"'}
     if colour:
       headers['X-Colorizer-Note'] = ('the photo already had colour (or a tint): it was replaced by colour '
                                      'predicted from its lightness (L)')
     return fastapi.Response(image, media_type=IMAGE_TYPES[fmt], headers=headers)
+
+  @api.post('/v1/colorize/suggest', summary='Suggest colours at a point', tags=['colorize'],
+            response_model=SuggestResponse, responses=ERRORS, openapi_extra=IMAGE_BODY)
+  async def suggest(request: fastapi.Request,
+                    x: float = fastapi.Query(description='0..1 from the photo\'s left edge'),
+                    y: float = fastapi.Query(description='0..1 from the photo\'s top edge'),
+                    hints: str | None = fastapi.Query(None, description=HINTS_DOC),
+                    x_colorizer_hints: str | None = fastapi.Header(None, description=HINTS_HEADER_DOC)):
+    """The body is an image file; the answer is the model's likeliest distinct colours at (x, y), given the
+    hints already placed: `{"x": 0.3, "y": 0.6, "palette": [{"colour": "#3a6ea5", "probability": 0.41}, ...]}`
+    (six, likeliest first; the probabilities of the six sum to at most 1). For models trained with the
+    classification loss (GET /healthz says "suggests": true); others are answered 400."""
+    for name, value in (('x', x), ('y', y)):
+      if not 0.0 <= value <= 1.0:
+        raise HttpError(400, f'{name}={value:g} is outside the photo: x and y go from 0 to 1 (left to right, top '
+                        'to bottom)')
+    async with body_of(request, svc.max_bytes, svc.buffered, body_timeout) as body:
+      checked = user_hints(hints, x_colorizer_hints)
+      if not body:
+        raise empty_upload('/v1/colorize/suggest?x=0.5&y=0.5')
+      (palette,) = await svc.suggest(body, [(x, y)], checked, 'the upload')
+    palette = sorted(palette, key=lambda s: -s[1])   # likeliest first (the signature's order is by colour bins)
+    return {'x': x, 'y': y, 'palette': [{'colour': '#%02x%02x%02x' % tuple(rgb), 'probability': round(p, 6)}
+                                        for rgb, p in palette]}
 
   def model_path(name, version):
     """The verb of TF Serving's NAME[/versions/V][:verb] path, whose model is checked against the loaded one."""
@@ -238,7 +317,12 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
   @api.post('/v1/models/{name}:predict', **predict_doc)
   async def predict_latest(request: fastapi.Request, name: str):
     """`{"instances": [{"b64": "<base64 of a photo>"}]}` -> `{"predictions": [{"b64": "<base64 of a JPEG>"}]}`.
-    `signature_name` colorize_png answers PNG; raw takes L canvases and answers ab (see the metadata)."""
+    `signature_name` colorize_png answers PNG; raw takes L canvases and answers ab (see the metadata).
+    Models trained with --hints also have colorize_hints (and colorize_hints_png): `{"signature_name":
+    "colorize_hints", "instances": [{"image_bytes": {"b64": ...}, "points": [[x, y], ...], "colours":
+    [[r, g, b], ...], "radius": [0, ...]}]}` (x, y in 0..1; (-1, -1) pads; colours 0..255; radius 0..0.25, 0: the
+    default); classification models suggest_colours (the same plus "at": [[x, y], ...]) -> colours, probabilities.
+    Malformed hints are answered 400 naming them: `instances[0].points[2]: (1.5, 0.2) is outside the photo`."""
     return await predict(request, name, None, 'predict')
 
   @api.post('/v1/models/{name}/versions/{version}:predict', **predict_doc)
@@ -269,11 +353,16 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
 
 
 def warm_up(colorizer):
-  """One call of each image signature, so the first user does not wait for TF's graph start-up."""
+  """One call of each image signature (with hints too), so the first user does not wait for TF's graph start-up."""
   import numpy as np
   probe = tf.io.encode_png(np.full((32, 48, 3), 128, np.uint8)).numpy()
+  hint = [hints_lib.make(0.5, 0.5, '#3060c0')]
   for fmt in model.FORMATS:
     colorizer.colorize([probe], fmt)
+    if colorizer.takes_hints:
+      colorizer.colorize([probe], fmt, hints=[hint])
+  if colorizer.suggests:
+    colorizer.suggest(probe, [(0.5, 0.5)], hint if colorizer.takes_hints else ())
 
 
 FLAGS = flags.FLAGS

@@ -45,6 +45,8 @@ def _decode_value(value, spec, where):
   except (TypeError, ValueError) as e:
     raise RequestError(f'{where}: not a {spec.dtype.name} tensor ({e})') from None
   expected = spec.shape[1:]
+  if array.shape == (0,) and expected.rank and expected.rank > 1:   # [] for "none of them", e.g. no hints
+    array = array.reshape([0] + [d or 0 for d in expected.as_list()[1:]])
   if not expected.is_compatible_with(array.shape):
     raise RequestError(f'{where}: shape {list(array.shape)}, the signature takes {expected.as_list()} '
                        '(None: any size)')

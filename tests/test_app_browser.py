@@ -189,3 +189,158 @@ def test_keyboard_only_upload_compare_at_full_size_and_download(browser, url, tm
     page.keyboard.press('Enter')
   assert info.value.suggested_filename == 'scan-colour.jpg'
   page.close()
+
+
+# ---------------------------------------------------------------- hints
+
+GREY = 119   # L ~ 50: the pattern's and the hints' colours are in gamut there
+GREEN = '#2a9d3a'   # hue ~140 in Lab; the pattern's is 45 top left, -45 bottom left
+
+
+@pytest.fixture(scope='module')
+def pattern_url(tmp_path_factory):
+  """A server on the pattern model with hints: each hint's colour lands exactly where it was placed."""
+  from serving import model
+  base = tmp_path_factory.mktemp('pattern-hints')
+  sm.save_pattern(str(base / '1'), hints=True)
+  with http_server.Background(app.make_app(app.Service(model.Colorizer(str(base))))) as address:
+    yield 'http://%s:%d/' % address
+
+
+def _hue(rgb):
+  lab = skimage.color.rgb2lab(np.asarray(rgb, np.uint8).reshape(1, 1, 3))[0, 0]
+  return float(np.degrees(np.arctan2(lab[2], lab[1])))
+
+
+def _hue_gap(a, b):
+  return abs((a - b + 180) % 360 - 180)
+
+
+def _settled(page, timeout=30_000):
+  """Wait until the photo on screen has every hint change in it (the page counts changes and shown results)."""
+  page.wait_for_function("""() => { const c = document.getElementById('coloured');
+    return c.dataset.changes === c.dataset.shown && !c.hasAttribute('aria-busy'); }""", timeout=timeout)
+
+
+def _colour_at(page, x, y, tmp_path, name):
+  """The colour shown at (x, y) (0..1) of the photo in the compare view, all colour (no markers there)."""
+  page.locator('#compare-slider').evaluate("s => { s.value = '0'; s.dispatchEvent(new Event('input')); }")
+  stack = page.locator('#compare-after')
+  stack.scroll_into_view_if_needed()
+  shot = tmp_path / name
+  stack.screenshot(path=str(shot))
+  rgb = sm.decoded(shot.read_bytes())
+  row, col = int(y * rgb.shape[0]), int(x * rgb.shape[1])
+  return rgb[row - 1:row + 2, col - 1:col + 2].reshape(-1, 3).mean(0)
+
+
+def _click_at(page, x, y):
+  page.locator('#hint-layer').scroll_into_view_if_needed()
+  box = page.locator('#hint-layer').bounding_box()
+  page.mouse.click(box['x'] + x * box['width'], box['y'] + y * box['height'])
+
+
+def test_hints_place_pick_drag_delete_and_download(browser, pattern_url, tmp_path):
+  photo = tmp_path / 'grey.png'
+  photo.write_bytes(sm.png(np.full((384, 512), GREY, np.uint8)))
+  page = browser.new_page()
+  page.goto(pattern_url)
+  page.set_input_files('#file', str(photo))
+  page.locator('#hint-layer').wait_for(state='visible', timeout=60_000)
+  assert page.locator('#hints-section').is_visible() and page.locator('#hint-editor').is_hidden()
+  assert _hue_gap(_hue(_colour_at(page, 0.25, 0.7, tmp_path, 'before.png')), -45) < 10   # the pattern
+
+  _click_at(page, 0.25, 0.7)                              # place a hint
+  marker = page.locator('.hint-marker')
+  assert marker.count() == 1 and page.evaluate('document.activeElement.className').startswith('hint-marker')
+  page.locator('#hint-colour').fill(GREEN)                # pick its colour (the free picker)
+  _settled(page)
+  assert 'Hint 1: #2a9d3a' in marker.get_attribute('aria-label')
+  assert _hue_gap(_hue(_colour_at(page, 0.25, 0.7, tmp_path, 'placed.png')), _hue((42, 157, 58))) < 12
+  page.screenshot(path=str(pathlib.Path(os.environ.get('SCREENSHOT_DIR', tmp_path)) / 'colorizer-hints.png'),
+                  full_page=True)
+
+  marker.scroll_into_view_if_needed()                     # drag it up to (0.25, 0.25)
+  box = marker.bounding_box()
+  layer = page.locator('#hint-layer').bounding_box()
+  page.mouse.move(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
+  page.mouse.down()
+  for i in range(1, 6):
+    page.mouse.move(layer['x'] + 0.25 * layer['width'], layer['y'] + (0.7 - 0.09 * i) * layer['height'], steps=2)
+  page.mouse.up()
+  _settled(page)
+  assert '25% down' in marker.get_attribute('aria-label')
+  assert _hue_gap(_hue(_colour_at(page, 0.25, 0.25, tmp_path, 'moved.png')), _hue((42, 157, 58))) < 12
+  assert _hue_gap(_hue(_colour_at(page, 0.25, 0.7, tmp_path, 'left.png')), -45) < 10   # the old place: pattern
+
+  marker.focus()                                          # delete it with the keyboard
+  page.keyboard.press('Delete')
+  assert marker.count() == 0 and page.locator('#hint-count').inner_text() == 'No hints yet'
+  _settled(page)
+  assert _hue_gap(_hue(_colour_at(page, 0.25, 0.25, tmp_path, 'deleted.png')), 45) < 10
+
+  _click_at(page, 0.25, 0.7)                              # and again, then download
+  page.locator('#hint-colour').fill(GREEN)
+  _settled(page)
+  with page.expect_download() as info:
+    page.locator('#download').click()
+  saved = tmp_path / 'download.jpg'
+  info.value.save_as(saved)
+  assert info.value.suggested_filename == 'grey-colour.jpg'
+  rgb = sm.decoded(saved.read_bytes())
+  assert rgb.shape == (384, 512, 3)
+  assert _hue_gap(_hue(rgb[266:271, 129:134].reshape(-1, 3).mean(0)), _hue((42, 157, 58))) < 12   # the hint
+  assert _hue_gap(_hue(rgb[96, 128]), 45) < 10                                                  # elsewhere
+  page.close()
+
+
+def test_hint_palette_keyboard_and_round_trip_time(browser, url, tmp_path):
+  photo = tmp_path / 'camera.png'
+  photo.write_bytes(sm.png(sm.grey_photo(512, 512)))
+  page = browser.new_page()
+  page.goto(url)
+  page.set_input_files('#file', str(photo))
+  page.locator('#hint-layer').wait_for(state='visible', timeout=60_000)
+
+  _tab_to(page, 'hint-layer')                             # the keyboard: Enter places a hint in the middle
+  page.keyboard.press('Enter')
+  marker = page.locator('.hint-marker')
+  assert marker.count() == 1 and '50% across, 50% down' in marker.get_attribute('aria-label')
+  page.keyboard.press('ArrowRight')
+  page.keyboard.press('Shift+ArrowDown')
+  assert '51% across, 55% down' in marker.get_attribute('aria-label')
+  swatches = page.locator('#palette .swatch')             # the model's suggestions at that point
+  swatches.nth(5).wait_for(timeout=30_000)
+  assert swatches.count() == 6
+  _settled(page)
+  timings = []
+  for i in (2, 0, 4):                                     # pick suggested colours: each re-colours the photo
+    colour = swatches.nth(i).get_attribute('data-colour')
+    swatches.nth(i).click()
+    assert page.locator('#hint-colour').input_value() == colour
+    assert swatches.nth(i).get_attribute('aria-pressed') == 'true'
+    _settled(page)
+    assert colour in marker.get_attribute('aria-label')
+    timings.append(int(page.locator('#coloured').get_attribute('data-round-trip-ms')))
+  assert 'Coloured with 1 hint in' in page.locator('#status').inner_text()
+  print(f'\nre-colour round trip, 512x512 photo, 1 hint (last change -> shown): {timings} ms')
+  assert min(timings) < 3000, timings
+  marker.focus()
+  page.keyboard.press('Backspace')
+  assert marker.count() == 0 and page.evaluate('document.activeElement.id') == 'hint-layer'
+  page.close()
+
+
+def test_no_hint_controls_for_a_model_without_hints(browser, tmp_path):
+  from serving import model
+  base = tmp_path / 'pattern'
+  sm.save_pattern(str(base / '1'), hints=False)
+  with http_server.Background(app.make_app(app.Service(model.Colorizer(str(base))))) as address:
+    page = browser.new_page()
+    page.goto('http://%s:%d/' % address)
+    photo = tmp_path / 'grey.png'
+    photo.write_bytes(sm.png(np.full((60, 80), GREY, np.uint8)))
+    page.set_input_files('#file', str(photo))
+    page.locator('#download').wait_for(state='visible', timeout=60_000)
+    assert page.locator('#hints-section').is_hidden() and page.locator('#hint-layer').is_hidden()
+    page.close()
