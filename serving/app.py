@@ -278,7 +278,6 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
       if not body:
         raise empty_upload('/v1/colorize/suggest?x=0.5&y=0.5')
       (palette,) = await svc.suggest(body, [(x, y)], checked, 'the upload')
-    palette = sorted(palette, key=lambda s: -s[1])   # likeliest first (the signature's order is by colour bins)
     return {'x': x, 'y': y, 'palette': [{'colour': '#%02x%02x%02x' % tuple(rgb), 'probability': round(p, 6)}
                                         for rgb, p in palette]}
 

@@ -182,7 +182,7 @@ def test_suggested_colours_are_distinct_and_from_the_models_distribution():
   (palette, other) = colorizer.suggest(photo, [(0.3, 0.4), (0.9, 0.9)])
   assert len(palette) == 6 and all(len(rgb) == 3 for rgb, _ in palette)
   probabilities = [p for _, p in palette]
-  assert probabilities[0] > 0 and sum(probabilities) <= 1.0 + 1e-5
+  assert probabilities[0] > 0 and sum(probabilities) <= 1.0 + 1e-5 and probabilities == sorted(probabilities)[::-1]
   assert len({rgb for rgb, _ in palette}) == 6
 
 

@@ -139,7 +139,7 @@ def suggestions(logits, l_canvas, yx, count=6, spread=25.0):
   model's own distribution, temperature 1): (sRGB uint8 [N, M, count, 3] at the point's lightness, their share
   of the probability [N, M, count]). Greedy: the likeliest bin, then the likeliest more than `spread` Lab units
   from every one taken, each credited with the mass around it that no earlier one took, as a palette should
-  offer different colours rather than six shades of one."""
+  offer different colours rather than six shades of one; sorted by that share."""
   size, grid = l_canvas.shape[1], logits.shape[1]
   probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
   n = tf.shape(yx)[0]
@@ -155,8 +155,11 @@ def suggestions(logits, l_canvas, yx, count=6, spread=25.0):
     shares.append(tf.reduce_sum(p * around, -1))
     chosen.append(best)
     p *= 1.0 - around
-  ab = tf.gather(tf.constant(centres), tf.stack(chosen, -1))      # [N, M, count, 2]
+  shares = tf.stack(shares, -1)
+  order = tf.argsort(shares, axis=-1, direction='DESCENDING', stable=True)   # likeliest first, by its mass
+  shares = tf.gather(shares, order, batch_dims=2)
+  ab = tf.gather(tf.constant(centres), tf.gather(tf.stack(chosen, -1), order, batch_dims=2))   # [N, M, count, 2]
   l = tf.gather_nd(l_canvas[..., 0], tf.stack([b, yx[..., 0], yx[..., 1]], -1))
   lab = tf.concat([tf.broadcast_to(l[..., None, None], tf.shape(ab[..., :1])), ab], -1)
   rgb = tf.cast(tf.round(colour.lab_to_rgb(lab) * 255.0), tf.uint8)
-  return rgb, tf.stack(shares, -1)
+  return rgb, shares
