@@ -23,8 +23,9 @@ $(STAMP): setup.py constraints.txt
 # pretrain), whose colour is a sepia guess. 128 px, half width, classification, cosine schedule, zoom: as the
 # quality study found best on a CPU (BENCHMARKS.md, Quality).
 DEMO_WEIGHTS ?= imagenet
-# Then it colours the photo again with three hints (README.md): blue sky, green grass, skin on the face.
-DEMO_HINTS ?= --hint 0.8,0.15,\#7aa6e0 --hint 0.8,0.75,\#5a8f3c --hint 0.4,0.3,\#d09a7a
+# Then it colours the photo again with three hints (README.md): sky blue where the demo's model put a pink
+# halo, and green on the field, which it leaves bluish.
+DEMO_HINTS ?= --hint 0.5,0.06,\#8fb3e6,0.03 --hint 0.75,0.72,\#5a8f3c,0.03 --hint 0.92,0.9,\#5a8f3c,0.03
 demo: $(STAMP)
 	@if $(BIN)/python -m pipeline.embedder mobilenet_v2 '$(DEMO_WEIGHTS)' >/dev/null 2>&1; then \
 	    weights='$(DEMO_WEIGHTS)'; model=unet; else weights=random; model=beta; \
