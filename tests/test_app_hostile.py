@@ -95,7 +95,9 @@ def test_1000_slow_clients_hold_nothing_and_health_answers(server):
   socks += hostile.slow_clients(server, half)                                             # announced body
   started = time.monotonic()
   assert healthy(server)
-  assert time.monotonic() - started < 3.0   # (the server shares this process and two busy cores with the clients)
+  # Loose: the server shares this process and two cores with the clients, and a loaded CI machine (load 10) took
+  # over 3 s once; a server blocked behind the clients would not answer within healthy()'s 5 s at all.
+  assert time.monotonic() - started < 10.0
   assert hostile.closed_by_server(socks, timeout=TIMEOUT + 5) == 2 * half   # each within its time-out
   assert healthy(server)
 
