@@ -93,6 +93,7 @@ def begin(output, command):
   if exists(meta_path):
     done = _read_json(meta_path).get('job', {})
     if done.get('fingerprint') == fp:
+      finish(output)  # a kill between metadata.json and the clean-up leaves .work/ behind
       return 'complete'
     diff = _differences(done.get('command', {}), command) if done else 'it was written by an older version'
     raise ResumeRefused(f'{output} already holds the finished output of another job ({diff}); choose another '
