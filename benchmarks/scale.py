@@ -83,11 +83,14 @@ def run(work, root, n, args):
   if proc.returncode:
     sys.exit(f'{n}: exit {proc.returncode}, see {log}')
   rss_kb = int(re.search(r'Maximum resident set size \(kbytes\): (\d+)', text).group(1))
+  # CPU seconds (all processes of the job): on a shared machine, images per CPU-second is the per-core rate.
+  cpu = sum(float(re.search(rf'{kind} time \(seconds\): ([0-9.]+)', text).group(1)) for kind in ('User', 'System'))
   meta = json.load(open(os.path.join(out, 'metadata.json')))
   written = sum(meta['counts'].values())
   size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
   row = {'n': n, 'peak_rss_gb': round(rss_kb / 2 ** 20, 3), 'images_per_s': round(written / seconds, 2),
-         'bytes_written': size, 'seconds': round(seconds, 1), 'written': written,
+         'bytes_written': size, 'seconds': round(seconds, 1), 'cpu_seconds': round(cpu, 1),
+         'images_per_cpu_s': round(written / cpu, 2), 'written': written,
          'failed': meta['failures']['count'], 'output': out}
   print(json.dumps(row), flush=True)
   return row
@@ -111,11 +114,11 @@ def main():
   if args.make_only:
     return
   rows = [run(args.work, root, n, args) for n in args.sizes]
-  print('| N | peak RSS (GB) | images/s | bytes written | seconds |')
-  print('|---|---|---|---|---|')
+  print('| N | peak RSS (GiB) | images/s | images per CPU-second | bytes written | seconds |')
+  print('|---|---|---|---|---|---|')
   for r in rows:
-    print(f'| {r["n"]:,} | {r["peak_rss_gb"]:.2f} | {r["images_per_s"]:.1f} | {r["bytes_written"] / 1e9:.2f} GB | '
-          f'{r["seconds"]:.0f} |')
+    print(f'| {r["n"]:,} | {r["peak_rss_gb"]:.3f} | {r["images_per_s"]:.1f} | {r["images_per_cpu_s"]:.1f} | '
+          f'{r["bytes_written"] / 1e9:.2f} GB | {r["seconds"]:.0f} |')
 
 
 if __name__ == '__main__':
