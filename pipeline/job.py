@@ -2,8 +2,8 @@
 letterbox to Lab, embed and write; assemble the shards; write failures.jsonl and metadata.json.
 
 The work units, their commit and the shard assembly are in pipeline/units.py (why: its docstring and
-BUILD_NOTES.md, Preprocessing at scale). pipeline/preprocess.py is its command line. Classes live here, not in the module run as __main__, because
-workers (Dataflow, or local multi-processing) unpickle them by module name.
+BUILD_NOTES.md, Preprocessing at scale). pipeline/preprocess.py is its command line. Classes live here, not in
+the module run as __main__, because workers (Dataflow, or local multi-processing) unpickle them by module name.
 """
 import posixpath
 

@@ -58,14 +58,6 @@ def tfds_slices(file_instructions, unit_size):
   return slices
 
 
-def inputs_digest(relative_keys_hashes):
-  """Order-independent digest of a listing: (count, sum of 64-bit key hashes mod 2^64)."""
-  count, total = 0, 0
-  for h in relative_keys_hashes:
-    count += 1
-    total = (total + h) % 2 ** 64
-  return count, total
-
-
 def key_hash(relative_key):
+  """A third independent 64-bit hash: the listing's digest (job._Digest) sums these, in any order."""
   return _hash64(relative_key, 2)
