@@ -2,10 +2,10 @@
 
 Beam's own TensorFlow handler imports tensorflow_hub and cannot load Keras 3 models, so this small one builds
 the embedder with pipeline.embedder.build once per worker (Beam shares it across the worker's threads);
-RunInference supplies batching, metrics and the dead-letter queue.
+RunInference supplies the model's life cycle and metrics.
 """
 import logging
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
@@ -15,13 +15,22 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 logging.getLogger().addFilter(lambda r: 'Resource module is not available' not in r.getMessage())
 
 
-class EmbedderHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
-  """Examples are uint8 L canvases [S, S] as stored (L * 255/100); inferences are float32 [dim]."""
+class EmbeddingFailed(NamedTuple):
+  """The inference of a batch whose embedder call raised: its records become 'embedding' failures."""
+  detail: str
 
-  def __init__(self, name, weights, precision='float32', image_size=256, batch_size=32):
-    # Fixed batches: BatchElements otherwise starts at 1 and grows by timing, and small batches waste the
-    # model's throughput (bfloat16 on AMX most of all). Only a bundle's last batch is smaller.
-    super().__init__(min_batch_size=batch_size, max_batch_size=batch_size)
+
+class EmbedderHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
+  """Examples are whole batches: uint8 L canvases [B, S, S] as stored (L * 255/100), B >= 0; inferences are
+  float32 [B, dim], or EmbeddingFailed.
+
+  The job forms the batches itself, within a work unit and in key order (pipeline/units.py), so that which images
+  share an embedder call, and hence every float the model returns, is the same on every run and every runner
+  (a resumed run included); RunInference passes them on one at a time.
+  """
+
+  def __init__(self, name, weights, precision='float32', image_size=256):
+    super().__init__(min_batch_size=1, max_batch_size=1)
     self._name, self._weights, self._precision = name, weights, precision
     self._image_size = image_size
 
@@ -34,8 +43,14 @@ class EmbedderHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
   def run_inference(self, batch: Sequence[np.ndarray], model, inference_args: Optional[dict] = None
                     ) -> Iterable[PredictionResult]:
-    embeddings = model(np.stack(batch)).numpy()
-    return [PredictionResult(x, e) for x, e in zip(batch, embeddings)]
+    results = []
+    for canvases in batch:
+      try:
+        inference = model(canvases).numpy() if len(canvases) else np.zeros((0, 0), np.float32)
+      except Exception as e:  # the unit must still account for every input: its records become failures
+        inference = EmbeddingFailed(f'{type(e).__name__}: {e}'[:500])
+      results.append(PredictionResult(canvases, inference))
+    return results
 
   def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
     return sum(x.nbytes for x in batch)  # the default pickles the whole batch just to measure it

@@ -1,219 +1,147 @@
-"""The Beam graph of the preprocessing job: read, decode, letterbox to Lab, embed, write shards and metadata.
+"""The Beam graph of the preprocessing job: list, group paths into work units, then per unit read, decode,
+letterbox to Lab, embed and write; assemble the shards; write failures.jsonl and metadata.json.
 
-pipeline/preprocess.py is its command line. Classes live here, not in the module run as __main__, because
-workers (Dataflow, or local multi-processing) unpickle them by module name.
+The work units, their commit and the shard assembly are in pipeline/units.py (why: its docstring and
+BUILD_NOTES.md, Preprocessing at scale). pipeline/preprocess.py is its command line. Classes live here, not in
+the module run as __main__, because workers (Dataflow, or local multi-processing) unpickle them by module name.
 """
-import json
 import posixpath
-import time
-from typing import NamedTuple, Optional
 
 import apache_beam as beam
-import numpy as np
-from absl import app, logging
-from apache_beam.io import fileio
+from absl import app
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from pipeline import decode, quiet, schema, sources
+from pipeline import resume, schema, shards, sources
+from pipeline import units as units_
 from pipeline.embed_handler import EmbedderHandler
 
-NAMESPACE = 'colorizer'
+NAMESPACE = units_.NAMESPACE
 
 
-class Source(NamedTuple):
-  """One input: `data` is None for files (read by the worker, so only paths travel through Create)."""
-  key: str
-  relative_key: str
-  synset: str
-  label: int
-  data: Optional[bytes] = None
+class ListPattern(beam.DoFn):
+  """A file pattern -> the path of every file it matches (one listing call per pattern); a path -> itself."""
 
-
-def _failure(key, reason, detail):
-  Metrics.counter(NAMESPACE, f'failed_{reason}').inc()
-  return beam.pvalue.TaggedOutput('failed', {'path': key, 'reason': reason, 'detail': detail})
-
-
-class Prepare(beam.DoFn):
-  """Source -> (partial record, uint8 L canvas for the embedder); undecodable inputs go to 'failed'."""
-
-  def __init__(self, image_size, max_pixels, val_fraction):
-    self._size, self._max_pixels, self._val_fraction = image_size, max_pixels, val_fraction
-    self._read = Metrics.counter(NAMESPACE, 'read')
-
-  def setup(self):
-    tf = quiet.tensorflow()  # first TF import of a worker process: keep its notices off the terminal
-    from pipeline import colour, letterbox
-
-    size = self._size
-
-    # The Lab conversion is elementwise maths on a fixed [S, S, 3] canvas: XLA compiles it once per worker and
-    # runs it about 4x faster than op by op (12 -> 3 ms a canvas on 2 cores, BUILD_NOTES.md).
-    @tf.function(jit_compile=True)
-    def quantized_lab(canvas):
-      return schema.quantize_lab(colour.rgb_to_lab(canvas / 255.0))
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-    def prepare(rgb):
-      canvas, box = letterbox.letterbox(rgb, size)
-      q = quantized_lab(canvas)
-      return q, box, q[..., 0], schema.ab_histogram(schema.dequantize_lab(q), box)
-
-    self._prepare = prepare
-    self._count, self._started, self._last_log = 0, time.time(), time.time()
-
-  def process(self, src):
-    self._read.inc()
-    self._progress()
-    data = src.data
-    if data is None:
-      try:
-        with FileSystems.open(src.key, compression_type='uncompressed') as f:
-          data = f.read()
-      except Exception as e:  # permissions, vanished files, network: the job goes on
-        yield _failure(src.key, 'unreadable', f'{type(e).__name__}: {e}')
-        return
-    try:
-      rgb, size = decode.decode(data, self._max_pixels, min_side=self._size)
-    except decode.DecodeError as e:
-      yield _failure(src.key, e.reason, e.detail)
-      return
-    q, box, l_canvas, hist = (t.numpy() for t in self._prepare(rgb))
-    record = {'key': src.key, 'label': src.label, 'synset': src.synset, 'lab': schema.encode_lab(q), 'box': box,
-              'size': size, 'hist': hist, 'split': sources.split_of(src.relative_key, self._val_fraction)}
-    yield record, l_canvas
-
-  def _progress(self):
-    self._count += 1
-    now = time.time()
-    if now - self._last_log >= 30:
-      self._last_log = now
-      logging.info('prepared %d images on this worker (%.1f images/s)', self._count,
-                   self._count / (now - self._started))
-
-
-def _serialize(keyed_result):
-  record, result = keyed_result
-  Metrics.counter(NAMESPACE, f'written_{record["split"]}').inc()
-  return schema.serialize(record['key'], record['label'], record['synset'], record['lab'], record['box'],
-                          record['size'], result.inference)
-
-
-def _embedding_failures(failed):
-  batch, error = failed
-  for record, _ in batch:
-    Metrics.counter(NAMESPACE, 'failed_embedding').inc()
-    yield {'path': record['key'], 'reason': 'embedding', 'detail': str(error)[:500]}
+  def process(self, pattern):
+    if pattern.startswith(sources.LISTED):
+      yield pattern[len(sources.LISTED):]
+    else:
+      yield from (m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
 def _files(pipeline, inputs):
-  """PCollection of Source for files, from patterns (read lazily by the workers)."""
+  """PCollection of Source for files, from patterns (read lazily by the workers).
+
+  A folder is listed in parallel, one pattern per immediate child (ImageNet's train folder: 1,000 synset
+  folders), so no worker lists 1.28 M objects alone; a glob or a single file is one listing.
+  """
   expanded = [sources.expand(i) for i in inputs]
-  roots = {pattern: root for pattern, root, _ in expanded}
-  images_only = {pattern for pattern, _, only in expanded if only}
-
-  def to_source(metadata, pattern):
-    rel = posixpath.relpath(metadata.path, roots[pattern]) if roots[pattern] else metadata.path
-    synset, label = sources.label_of(metadata.path)
-    return Source(metadata.path, rel, synset, label)
-
   outputs = []
-  for i, (pattern, _, _) in enumerate(expanded):
-    matched = (pipeline | f'Pattern{i}' >> beam.Create([pattern])
-               | f'Match{i}' >> fileio.MatchAll()
-               | f'Images{i}' >> beam.Filter(
-                   lambda m, keep_all: keep_all or sources.is_image_name(m.path), pattern not in images_only)
-               | f'Source{i}' >> beam.Map(to_source, pattern))
-    outputs.append(matched)
+  for i, (pattern, root, images_only) in enumerate(expanded):
+    def to_source(path, root=root):
+      rel = posixpath.relpath(path, root) if root else path
+      synset, label = sources.label_of(path)
+      return sources.Source(path, rel, synset, label)
+
+    if images_only:
+      patterns = (pipeline | f'Root{i}' >> beam.Create([root])
+                  | f'Children{i}' >> beam.FlatMap(sources.child_patterns)
+                  | f'SpreadListing{i}' >> beam.Reshuffle())
+    else:
+      patterns = pipeline | f'Pattern{i}' >> beam.Create([pattern])
+    outputs.append(patterns
+                   | f'Match{i}' >> beam.ParDo(ListPattern())
+                   | f'Images{i}' >> beam.Filter(lambda path, keep_all: keep_all or sources.is_image_name(path),
+                                                 not images_only)
+                   | f'Source{i}' >> beam.Map(to_source))
   return outputs | 'AllFiles' >> beam.Flatten()
 
 
-def _tfds(pipeline, name, split, data_dir, manual_dir):
+class _Digest(beam.CombineFn):
+  """(count, sum of key hashes mod 2^64) of the listing: equal for the same set of inputs in any order."""
+
+  def create_accumulator(self):
+    return 0, 0
+
+  def add_input(self, acc, src):
+    return acc[0] + 1, (acc[1] + shards.key_hash(src.relative_key)) % 2 ** 64
+
+  def merge_accumulators(self, accs):
+    accs = list(accs)
+    return sum(a[0] for a in accs), sum(a[1] for a in accs) % 2 ** 64
+
+  def extract_output(self, acc):
+    return acc
+
+
+def _file_units(pipeline, cfg):
+  """(unit, [Source] sorted by key) for file inputs; only paths cross the group-by."""
+  listed = _files(pipeline, cfg['inputs'])
+  digest = listed | 'Digest' >> beam.CombineGlobally(_Digest())
+  # One element: the listing is checked against the one a first run recorded before any unit runs.
+  count = (pipeline | 'OnceInputs' >> beam.Create([None])
+           | 'CheckInputs' >> beam.Map(lambda _, d, out: resume.check_inputs(out, d),
+                                       beam.pvalue.AsSingleton(digest), cfg['output']))
+
+  def assign(src, n, shards_, unit_size):
+    return shards.unit_of(src.relative_key, shards.num_units(n, shards_, unit_size)), src
+
+  return (listed
+          | 'AssignUnit' >> beam.Map(assign, beam.pvalue.AsSingleton(count), cfg['num_shards'], cfg['unit_size'])
+          | 'GroupUnits' >> beam.GroupByKey()
+          | 'SortUnit' >> beam.MapTuple(lambda unit, srcs: (unit, sorted(srcs, key=lambda s: s.key))))
+
+
+def tfds_slices(cfg):
+  """The TFDS split's file instructions cut into slices of at most --unit-size examples (at graph build)."""
   import tensorflow_datasets as tfds
-  builder = tfds.builder(name, data_dir=data_dir)
-  if manual_dir:
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  image_key = next((k for k, f in builder.info.features.items() if isinstance(f, tfds.features.Image)), None)
-  if image_key is None:
-    raise app.UsageError(f'TFDS dataset {name} has no image feature')
-  label_feature = builder.info.features.get('label') if hasattr(builder.info.features, 'get') else None
-  names = list(getattr(label_feature, 'names', None) or [])
-  synsets = sources.imagenet_synsets()
-
-  def to_source(example):
-    key = example['tfds_id'].decode()
-    synset, label = '', -1
-    if 'label' in example:
-      label = int(example['label'])
-      name = names[label] if label < len(names) else ''
-      synset, label = (name, synsets[name]) if name in synsets else ('', label)
-    return Source(f'tfds://{name_split}/{key}', key, synset, label, bytes(example[image_key]))
-
-  name_split = f'{name}/{split}'
-  return (pipeline
-          | 'ReadTFDS' >> tfds.beam.ReadFromTFDS(
-              builder, split, decoders={image_key: tfds.decode.SkipDecoding()},
-              read_config=tfds.ReadConfig(add_tfds_id=True))
-          | 'AsNumpy' >> beam.Map(tfds.as_numpy)
-          | 'TFDSSource' >> beam.Map(to_source))
-
-
-def _write_metadata(_, output, info, train_files, val_files, counts_train, counts_val, histogram, failures):
-  meta = dict(info)
-  meta['counts'] = {'train': counts_train, 'val': counts_val}
-  meta['shards'] = {'train': sorted(posixpath.basename(f) for f in train_files),
-                    'val': sorted(posixpath.basename(f) for f in val_files)}
-  meta['ab_histogram'] = {'bin': schema.AB_HIST_BIN, 'min': schema.AB_HIST_MIN, 'bins': schema.AB_HIST_BINS,
-                          'axes': ['a', 'b'], 'counts': np.asarray(histogram).astype(int).tolist()}
-  meta['failures'] = {'count': sum(failures.values()), 'by_reason': dict(sorted(failures.items())),
-                      'report': schema.FAILURES_FILE}
-  with FileSystems.create(posixpath.join(output, schema.METADATA_FILE)) as f:
-    f.write(schema.metadata_json(meta).encode())
+  builder = tfds.builder(cfg['tfds'], data_dir=cfg['tfds_data_dir'])
+  if cfg['tfds_manual_dir']:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=cfg['tfds_manual_dir']))
+  if not any(isinstance(f, tfds.features.Image) for f in builder.info.features.values()):
+    raise app.UsageError(f'TFDS dataset {cfg["tfds"]} has no image feature')
+  if not builder.info.splits.total_num_examples:
+    raise app.UsageError(f'TFDS dataset {cfg["tfds"]} has no examples in {builder.data_dir}; prepare it first '
+                         '(--tfds-manual-dir for imagenet2012)')
+  return shards.tfds_slices(builder.info.splits[cfg['tfds_split']].file_instructions, cfg['unit_size'])
 
 
 def build(pipeline, cfg):
-  """Adds the job to `pipeline`; cfg is a dict of this module's flag values (see _config)."""
+  """Adds the job to `pipeline`; cfg is a dict of this module's flag values (see preprocess._config).
+
+  The same graph on every runner: list -> units -> [skip committed | (read TFDS) | prepare | embed | write unit]
+  in one fused stage -> assemble shards -> failures.jsonl, metadata.json.
+  """
   out = cfg['output']
   if cfg['tfds']:
-    items = _tfds(pipeline, cfg['tfds'], cfg['tfds_split'], cfg['tfds_data_dir'], cfg['tfds_manual_dir'])
+    units = (pipeline | 'Slices' >> beam.Create(list(enumerate(cfg['tfds_slices'])))
+             | 'SpreadSlices' >> beam.Reshuffle())  # descriptors only: the bytes are read after it
   else:
-    items = _files(pipeline, cfg['inputs'])
-  prepared = (items
-              | 'Spread' >> beam.Reshuffle()  # fan the (cheap) listing out over workers
-              | 'Prepare' >> beam.ParDo(Prepare(cfg['image_size'], cfg['max_pixels'], cfg['val_fraction']))
-              .with_outputs('failed', main='ok'))
+    units = _file_units(pipeline, cfg)
+  todo = units | 'SkipCommitted' >> beam.ParDo(units_.SkipCommitted(out)).with_outputs('done', main='todo')
+  work = todo.todo
+  if cfg['tfds']:
+    work = work | 'ReadTFDS' >> beam.ParDo(units_.ReadTFDSSlice(cfg['tfds'], cfg['tfds_split'],
+                                                                 cfg['tfds_data_dir']))
   handler = KeyedModelHandler(EmbedderHandler(cfg['embedder'], cfg['embedder_weights'],
-                                              cfg['embedder_precision'], cfg['image_size'],
-                                              cfg['embedder_batch_size']))
-  embedded, dlq = prepared.ok | 'Embed' >> RunInference(handler).with_exception_handling()
-  by_split = embedded | 'Split' >> beam.Partition(lambda kv, n: schema.SPLITS.index(kv[0]['split']),
-                                                   len(schema.SPLITS))
-  files, counts = {}, {}
-  for split, records in zip(schema.SPLITS, by_split):
-    shards = cfg['num_shards'] if split == 'train' else cfg['val_shards']
-    files[split] = (records
-                    | f'Serialize{split}' >> beam.Map(_serialize)
-                    | f'Write{split}' >> beam.io.WriteToTFRecord(
-                        schema.shard_prefix(out, split), file_name_suffix='.tfrecord', num_shards=shards,
-                        shard_name_template='-SSSSS-of-NNNNN'))
-    counts[split] = records | f'Count{split}' >> beam.combiners.Count.Globally()
-  histogram = (by_split[schema.SPLITS.index('train')]
-               | 'Histogram' >> beam.Map(lambda kv: kv[0]['hist'])
-               | 'SumHistogram' >> beam.CombineGlobally(
-                   lambda hs: sum(hs, np.zeros((schema.AB_HIST_BINS,) * 2, np.int64))))
-  failures = ((prepared.failed, dlq.failed_inferences | 'EmbedFailures' >> beam.FlatMap(_embedding_failures))
-              | 'AllFailures' >> beam.Flatten())
-  _ = (failures
-       | 'FailureLines' >> beam.Map(json.dumps)
-       | 'WriteFailures' >> beam.io.WriteToText(posixpath.join(out, schema.FAILURES_FILE), num_shards=1,
-                                                shard_name_template=''))
-  reasons = failures | 'Reason' >> beam.Map(lambda f: f['reason']) | beam.combiners.Count.PerElement()
+                                              cfg['embedder_precision'], cfg['image_size']))
+  committed = (work
+               | 'Prepare' >> beam.ParDo(units_.PrepareUnit(cfg['image_size'], cfg['max_pixels'],
+                                                            cfg['val_fraction'], cfg['embedder_batch_size']))
+               | 'Embed' >> RunInference(handler)
+               | 'WriteUnit' >> beam.ParDo(units_.WriteUnit(out)))
+  summaries = (todo.done, committed) | 'AllUnits' >> beam.Flatten()
+  written = summaries | 'Written' >> beam.Map(lambda s: (s['unit'], s['written']))
+  shard_list = [(split, k, cfg['num_shards'] if split == 'train' else cfg['val_shards'])
+                for split in schema.SPLITS
+                for k in range(cfg['num_shards'] if split == 'train' else cfg['val_shards'])]
+  shard_names = (pipeline | 'Shards' >> beam.Create(shard_list)
+                 | 'SpreadShards' >> beam.Reshuffle()
+                 | 'Assemble' >> beam.ParDo(units_.AssembleShard(out), beam.pvalue.AsList(written)))
+  totals = summaries | 'Totals' >> beam.CombineGlobally(units_.SumSummaries())
+  failures = summaries | 'FailureLines' >> beam.FlatMap(lambda s: s['failures'])
   _ = (pipeline
        | 'Once' >> beam.Create([None])
-       | 'WriteMetadata' >> beam.Map(
-           _write_metadata, out, cfg['info'],
-           beam.pvalue.AsList(files['train']), beam.pvalue.AsList(files['val']),
-           beam.pvalue.AsSingleton(counts['train']), beam.pvalue.AsSingleton(counts['val']),
-           beam.pvalue.AsSingleton(histogram), beam.pvalue.AsDict(reasons)))
+       | 'WriteMetadata' >> beam.Map(units_.finalize, out, cfg['info'], cfg['job'],
+                                     beam.pvalue.AsSingleton(totals), beam.pvalue.AsList(shard_names),
+                                     beam.pvalue.AsList(failures)))

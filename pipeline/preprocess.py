@@ -14,6 +14,7 @@ rather than __main__).
 import logging as std_logging
 import os
 import posixpath
+import re
 import sys
 import time
 
@@ -28,7 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from pipeline import cloud, decode, embedder, job, schema, sources
+from pipeline import cloud, decode, embedder, job, resume, schema, sources
 
 flags.DEFINE_multi_string('input', [], 'Folder (recursive), glob, file or gs:// prefix; repeatable. '
                           'Default: the colour sample photos shipped with scikit-image.')
@@ -47,6 +48,8 @@ flags.DEFINE_integer('image-size', 256, 'Side of the square letterbox canvas.')
 flags.DEFINE_float('val-fraction', 0.1, 'Fraction of inputs (by key hash) in the val split.')
 flags.DEFINE_integer('num-shards', 8, 'Train shards (val gets the same share of shards as of records, >= 1).')
 flags.DEFINE_integer('max-pixels', decode.DEFAULT_MAX_PIXELS, 'Reject images with more pixels (bomb guard).')
+flags.DEFINE_integer('unit-size', 256, 'Inputs per work unit: the grain that a killed job redoes (at most one '
+                     'unit per worker in progress) and that a worker holds in memory.')
 FLAGS = flags.FLAGS
 
 
@@ -64,6 +67,8 @@ def _config(argv):
   num_shards = get('num-shards')
   if num_shards < 1:
     raise app.UsageError('--num-shards must be >= 1')
+  if get('unit-size') < 1:
+    raise app.UsageError('--unit-size must be >= 1')
   weights = get('embedder-weights')
   info = {
       'image_size': get('image-size'),
@@ -81,8 +86,14 @@ def _config(argv):
       'embedder_precision': get('embedder-precision'), 'embedder_batch_size': get('embedder-batch-size'),
       'image_size': get('image-size'), 'val_fraction': val_fraction, 'num_shards': num_shards,
       'val_shards': max(1, round(num_shards * val_fraction / (1.0 - val_fraction))),
-      'max_pixels': get('max-pixels'), 'info': info,
+      'max_pixels': get('max-pixels'), 'unit_size': get('unit-size'), 'info': info,
   }
+  # What decides the output's bytes; a resumed run must match it (pipeline/resume.py). Beam's own options (the
+  # runner, workers) do not change a byte, so a job started on one runner may be finished on another.
+  command = {k: cfg[k] for k in ('inputs', 'tfds', 'tfds_split', 'embedder', 'embedder_weights',
+                                 'embedder_precision', 'embedder_batch_size', 'image_size', 'val_fraction',
+                                 'num_shards', 'val_shards', 'max_pixels', 'unit_size')}
+  cfg['job'] = {'command': command}
   return cfg, rest[1:]
 
 
@@ -142,26 +153,62 @@ def _model_load_seconds(result):
   return seconds
 
 
+def _refusal(error):
+  """The ResumeRefused raised inside a worker, which runners re-raise wrapped in their own exception types."""
+  if isinstance(error, resume.ResumeRefused):
+    return error
+  found = re.search(r'ResumeRefused: (.+)', str(error))
+  return resume.ResumeRefused(found.group(1).strip()) if found else None
+
+
 def run(argv, test_pipeline=None):
-  """Run the job; returns the summary dict (also printed). `test_pipeline` lets tests inject a pipeline."""
+  """Run (or resume, or find finished) the job; returns the summary dict (also printed).
+
+  `test_pipeline` lets tests inject a pipeline. The totals come from metadata.json, so that they count the work
+  units a killed run committed before this one; 'images_per_second' counts this run's records only.
+  """
   cfg, beam_args = _config(argv)
+  if cfg['tfds']:
+    # The slices are the units: fixed at graph build, so their list is part of what a resumed run must match.
+    cfg['tfds_slices'] = job.tfds_slices(cfg)
+    cfg['job']['command']['tfds_slices'] = resume.fingerprint(cfg['tfds_slices'])
   _check_paths(cfg)
+  cfg['job']['fingerprint'] = resume.fingerprint(cfg['job']['command'])
+  state = resume.begin(cfg['output'], cfg['job']['command'])
   started = time.time()
-  pipeline = test_pipeline or beam.Pipeline(options=_pipeline_options(beam_args))
-  job.build(pipeline, cfg)
-  result = pipeline.run()
-  result.wait_until_finish()
+  counters, load_seconds = {}, 0.0
+  if state == 'complete':
+    logging.info('%s: this job already finished (metadata.json); nothing to do', cfg['output'])
+  else:
+    if state == 'resume':
+      logging.info('%s: resuming the unfinished job (committed work units are skipped)', cfg['output'])
+    pipeline = test_pipeline or beam.Pipeline(options=_pipeline_options(beam_args))
+    job.build(pipeline, cfg)
+    try:
+      result = pipeline.run()
+      result.wait_until_finish()
+    except Exception as e:
+      refused = _refusal(e)
+      if refused:
+        raise refused from None
+      raise
+    counters, load_seconds = _counters(result), _model_load_seconds(result)
   seconds = time.time() - started
-  counters = _counters(result)
+  meta = schema.read_metadata(cfg['output'])
+  this_run = sum(counters.get(f'written_{s}', 0) for s in schema.SPLITS)
   summary = {
       'output': cfg['output'],
-      'read': counters.get('read', 0),
-      'written': {s: counters.get(f'written_{s}', 0) for s in schema.SPLITS},
-      'failed': {k[len('failed_'):]: v for k, v in sorted(counters.items()) if k.startswith('failed_')},
+      'read': meta['job']['inputs'],
+      'written': dict(meta['counts']),
+      'failed': dict(meta['failures']['by_reason']),
+      'units': meta['job']['units'],
+      'units_skipped': counters.get('units_skipped', meta['job']['units'] if state == 'complete' else 0),
+      'written_this_run': this_run,
+      'state': state,
       'seconds': round(seconds, 1),
   }
-  summary['images_per_second'] = round(sum(summary['written'].values()) / seconds, 2) if seconds else 0.0
-  summary['model_load_seconds'] = _model_load_seconds(result)
+  summary['images_per_second'] = round(this_run / seconds, 2) if seconds else 0.0
+  summary['model_load_seconds'] = load_seconds
   return summary
 
 
@@ -174,6 +221,9 @@ def _print_summary(s):
                '  (' + ', '.join(f'{k} {v}' for k, v in s['failed'].items()) + f'; see '
                f'{posixpath.join(s["output"], schema.FAILURES_FILE)})' if s['failed'] else ''),
            f'  time     {s["seconds"]} s, {s["images_per_second"]} images/s']
+  if s['units_skipped']:
+    lines.append(f'  resumed  {s["units_skipped"]} of {s["units"]} work units were already done' +
+                 (' (the job had finished: nothing to do)' if s['state'] == 'complete' else ''))
   print('\n'.join(lines), flush=True)
 
 
@@ -183,7 +233,7 @@ def main(_):
   std_logging.getLogger('apache_beam.runners.portability.local_job_service').setLevel(std_logging.ERROR)
   try:
     summary = run(sys.argv)
-  except (embedder.EmbedderError, cloud.PathError, app.UsageError) as e:
+  except (embedder.EmbedderError, cloud.PathError, app.UsageError, resume.ResumeRefused) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   _print_summary(summary)

@@ -108,7 +108,9 @@ def serialize(key, label, synset, lab_png, box, size, embedding):
       'embedding': f(bytes_list=feature_pb2.BytesList(
           value=[np.asarray(embedding, dtype='<f2').tobytes()])),
   }
-  return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString()
+  # deterministic: map entries in key order. Otherwise their order follows the process's string hashing, and the
+  # same record had other bytes in another worker process (seen: in-process vs multi_processing runs).
+  return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString(deterministic=True)
 
 
 # ---------------------------------------------------------------- TensorFlow: reader side

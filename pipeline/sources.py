@@ -7,6 +7,16 @@ import hashlib
 import importlib.resources
 import os
 import re
+from typing import NamedTuple, Optional
+
+class Source(NamedTuple):
+  """One input: `data` is None for files (read by the worker, so only paths travel through the group-by)."""
+  key: str
+  relative_key: str
+  synset: str
+  label: int
+  data: Optional[bytes] = None
+
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp', '.tif', '.tiff', '.webp')
 _GLOB_CHARS = re.compile(r'[*?\[]')
@@ -37,6 +47,31 @@ def expand(spec):
     root = spec.rstrip('/')
     return root + '/**', root, True
   return spec, os.path.dirname(spec), False
+
+
+LISTED = 'listed:'  # marks a path that child_patterns already found: no need to list it again
+
+
+def child_patterns(root):
+  """A folder -> one pattern per immediate sub-folder (`sub/**`) and its files (LISTED + path).
+
+  So that the folder is listed in parallel, a sub-folder per element, rather than by one worker: ImageNet's
+  train folder has 1,000 synset folders of ~1,300 files. gs:// is listed with a delimiter (one request per
+  1,000 entries at this level only); Beam's own match of `gs://.../*` would list every object below.
+  """
+  if root.startswith('gs://'):
+    from apache_beam.io.gcp import gcsio
+    bucket, prefix = gcsio.parse_gcs_path(root.rstrip('/') + '/', object_optional=True)
+    listing = gcsio.GcsIO().client.list_blobs(bucket, prefix=prefix, delimiter='/')
+    files = [f'gs://{bucket}/{blob.name}' for blob in listing if not blob.name.endswith('/')]
+    folders = [f'gs://{bucket}/{p}' for p in sorted(listing.prefixes)]
+  else:
+    with os.scandir(root) as entries:
+      entries = sorted(entries, key=lambda e: e.name)
+    files = [e.path for e in entries if not e.is_dir()]
+    folders = [e.path + '/' for e in entries if e.is_dir()]
+  yield from (LISTED + f for f in files)
+  yield from (f + '**' for f in folders)
 
 
 def is_image_name(path):

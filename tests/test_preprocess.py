@@ -172,9 +172,24 @@ def test_tfds_dataset_by_name(tmp_path):
 
   TinyPhotos(data_dir=str(tmp_path / 'tfds')).download_and_prepare()
   out = tmp_path / 'out'
-  summary = preprocess.run(['prog', '--tfds', 'tiny_photos', '--tfds-data-dir', str(tmp_path / 'tfds'),
-                            '--output', str(out), '--num-shards', '1'] + RANDOM)
+  argv = ['prog', '--tfds', 'tiny_photos', '--tfds-data-dir', str(tmp_path / 'tfds'), '--output', str(out),
+          '--num-shards', '1', '--unit-size', '2'] + RANDOM
+  summary = preprocess.run(argv)
   assert sum(summary['written'].values()) == 5 and summary['failed'] == {}
+  assert summary['units'] == 3  # slices of at most --unit-size examples of TFDS's one file
+  # The only reshuffle moves slice descriptors; the image bytes are read after it, in the fused stage.
+  import apache_beam as beam
+  cfg, _ = preprocess._config(argv)
+  cfg['tfds_slices'] = job.tfds_slices(cfg)
+  pipeline = beam.Pipeline(runner='DirectRunner')
+  job.build(pipeline, cfg)
+  proto = pipeline.to_runner_api()
+  producer = {pc: t.unique_name for t in proto.components.transforms.values() if not t.subtransforms
+              for pc in t.outputs.values()}
+  consumer_inputs = {t.unique_name: list(t.inputs.values()) for t in proto.components.transforms.values()}
+  skip_input = consumer_inputs['SkipCommitted']
+  assert [producer[pc] for pc in skip_input][0].startswith('SpreadSlices/')
+  assert [producer[pc].split('/')[0] for pc in consumer_inputs['ReadTFDS']] == ['SkipCommitted']
   recs = _records(out)
   assert all(k.startswith('tfds://tiny_photos/train/') for k in recs)
   labels = sorted(tf.train.Example.FromString(r).features.feature['label'].int64_list.value[0]
@@ -212,4 +227,4 @@ def test_dataflow_packaging_and_graph(tmp_path):
   result = pipeline.run()
   assert result.job.proto.type.name == 'JOB_TYPE_BATCH'
   transforms = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
-  assert {'Prepare', 'Embed', 'Writetrain', 'Writeval', 'WriteMetadata'} <= transforms
+  assert {'Prepare', 'Embed', 'WriteUnit', 'Assemble', 'WriteMetadata'} <= transforms

@@ -1,0 +1,151 @@
+"""Scale contract of the Beam job: a SIGKILLed job resumes to the same bytes; shards are the same on every runner.
+
+Real subprocesses of `python -m pipeline.preprocess`, killed with SIGKILL (their whole process group) while they
+run, then run again with the same command; tiny photos so that each run takes seconds.
+"""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from pipeline import preprocess, resume, schema, shards
+
+PHOTOS = 24
+FLAGS = ['--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--image-size', '32', '--num-shards', '2',
+         '--val-fraction', '0.25', '--unit-size', '4', '--embedder-batch-size', '3', '--runner', 'DirectRunner']
+UNITS = shards.num_units(PHOTOS + 1, 2, 4)  # the photos and one empty file
+
+
+def _photos(folder):
+  rng = np.random.default_rng(0)
+  for i in range(PHOTOS):
+    sub = folder / f'n0144{i % 3}764'  # ImageNet-like sub-folders: listed in parallel, one per element
+    sub.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (20 + i, 30, 3), np.uint8)).save(sub / f'p{i:02d}.png')
+  (folder / 'empty.jpg').write_bytes(b'')
+  return folder
+
+
+def _files(out):
+  """{name: sha256} of everything in an output folder (hidden work files included)."""
+  return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in sorted(out.rglob('*')) if p.is_file()}
+
+
+@pytest.fixture(scope='module')
+def clean(tmp_path_factory):
+  """An uninterrupted in-process run: the reference output."""
+  root = tmp_path_factory.mktemp('resume')
+  src = _photos(root / 'in')
+  out = root / 'clean'
+  summary = preprocess.run(['prog', '--input', str(src), '--output', str(out)] + FLAGS)
+  return src, out, summary
+
+
+def _command(src, out, *extra):
+  return [sys.executable, '-m', 'pipeline.preprocess', '--input', str(src), '--output', str(out)] + FLAGS + list(extra)
+
+
+def _start(cmd, cwd):
+  return subprocess.Popen(cmd, cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _kill_when(proc, ready, timeout=240):
+  """SIGKILL the job's process group as soon as ready() holds; False if the job ended first."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if ready():
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+      return True
+    if proc.poll() is not None:
+      return False
+    time.sleep(0.02)
+  os.killpg(proc.pid, signal.SIGKILL)
+  raise AssertionError('kill point never reached')
+
+
+def _committed(out):
+  folder = out / resume.WORK / 'units'
+  return len(list(folder.glob('*.json'))) if folder.is_dir() else 0
+
+
+def _run(cmd, cwd):
+  return subprocess.run(cmd, cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
+                        timeout=300)
+
+
+def test_clean_run_accounts_for_every_input(clean):
+  _, out, summary = clean
+  assert summary['read'] == PHOTOS + 1 and sum(summary['written'].values()) == PHOTOS
+  assert summary['failed'] == {'empty_file': 1}
+  names = set(_files(out))
+  assert names == {'metadata.json', 'failures.jsonl', 'train-00000-of-00002.tfrecord',
+                   'train-00001-of-00002.tfrecord', 'val-00000-of-00001.tfrecord'}  # no work files left
+  meta = schema.read_metadata(str(out))
+  assert meta['job']['inputs'] == PHOTOS + 1 and meta['job']['fingerprint']
+
+
+MULTI = ['--direct_num_workers', '2', '--direct_running_mode', 'multi_processing']
+
+
+# Kill points: before any unit is committed (listing, model load), after the first unit, with one unit left. The
+# runners alternate (in-process, multi_processing): the shards must not depend on which runner wrote which unit.
+@pytest.mark.parametrize('units_done, first, second', [(0, [], []), (1, MULTI, []), (UNITS - 1, [], MULTI)])
+def test_sigkill_then_same_command_gives_the_clean_output(clean, tmp_path, units_done, first, second):
+  src, reference, _ = clean
+  out = tmp_path / 'out'
+  proc = _start(_command(src, out, *first), tmp_path)
+  if units_done == 0:
+    ready = lambda: (out / resume.WORK / resume.JOB_FILE).exists()
+  else:
+    ready = lambda: _committed(out) >= units_done
+  assert _kill_when(proc, ready), 'the job finished before the kill point'
+  assert not (out / schema.METADATA_FILE).exists()
+  assert not list(out.glob('*.tfrecord'))  # nothing under a final shard name before every unit is committed
+  before = _committed(out)
+
+  if units_done == 1:
+    # Another command on the unfinished directory is refused, naming the directory, the change and the fix.
+    proc2 = _run(_command(src, out, '--num-shards', '3'), tmp_path)
+    assert proc2.returncode == 2, proc2.stderr[-2000:]
+    assert f'{out} holds an unfinished job with other flags' in proc2.stderr
+    assert 'num_shards: 2 then, 3 now' in proc2.stderr and 'run that command again' in proc2.stderr
+    # So are other inputs (found by the listing, inside the job).
+    extra = src / 'extra.png'
+    shutil.copy(next(src.rglob('p00.png')), extra)
+    try:
+      proc2 = _run(_command(src, out), tmp_path)
+    finally:
+      extra.unlink()
+    assert proc2.returncode == 2, proc2.stderr[-2000:]
+    assert 'the inputs changed since this job started' in proc2.stderr and str(out) in proc2.stderr
+
+  proc = _run(_command(src, out, *second), tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  if before:
+    assert f'resumed  {before} of {UNITS} work units were already done' in proc.stdout, proc.stdout
+  assert _files(out) == _files(reference)
+
+  if units_done == UNITS - 1:
+    proc = _run(_command(src, out, '--val-fraction', '0.5'), tmp_path)
+    assert proc.returncode == 2 and 'already holds the finished output of another job' in proc.stderr
+
+
+def test_shard_of_a_record_is_a_function_of_its_key():
+  units = shards.num_units(1_000_000, 8, 256)
+  assert units == 8 * 489
+  key = 'n01440764/n01440764_10026.JPEG'
+  assert shards.unit_of(key, units) == shards.unit_of(key, units)
+  spread = np.bincount([shards.shard_of(shards.unit_of(f'k{i}', units), 8) for i in range(8000)], minlength=8)
+  assert spread.min() > 850  # about 1,000 each
+  assert shards.units_of_shard(3, 8, range(24)) == [3, 11, 19]
