@@ -159,7 +159,11 @@ def takes_hints(model):
 
 
 def features(model, batch):
-  """The entries of batch (a dict with 'l', 'embedding' and 'hints') that this model takes."""
+  """The entries of batch (a dict with 'l', 'embedding' and 'hints') that this model takes; a hint model given
+  no 'hints' gets the empty map (the automatic colouring)."""
+  if takes_hints(model) and 'hints' not in batch:
+    l = batch['l']
+    batch = dict(batch, hints=tf.zeros(tf.concat([tf.shape(l)[:3], [3]], 0), tf.float32))
   return {name: batch[name] for name in model.input}
 
 
