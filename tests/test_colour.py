@@ -109,3 +109,11 @@ def test_a_grey_photo_in_colour_is_its_lightness_with_the_ab():
     got = tf.function(colour.photo_rgb_u8)(tf.constant(image), tf.constant(ab)).numpy().astype(int)
     differ = np.abs(got - want)
     assert differ.max() <= 1 and (differ > 0).mean() < 1e-4
+
+
+def test_the_big_endian_fallback_gives_the_same_bytes(monkeypatch):
+  import types
+  lab = _random_lab(10_000, 3)
+  little = colour.lab_to_rgb_u8(lab[:, 0], lab[:, 1:]).numpy()
+  monkeypatch.setattr(colour, 'sys', types.SimpleNamespace(byteorder='big'))
+  np.testing.assert_array_equal(colour.lab_to_rgb_u8(lab[:, 0], lab[:, 1:]).numpy(), little)
