@@ -65,3 +65,55 @@ def test_lab_to_8_bit_rgb_equals_rounding_the_float_conversion():
   got = colour.lab_to_rgb_u8(lab[:, 0], lab[:, 1:]).numpy().astype(int)
   differ = np.abs(got - want)
   assert differ.max() <= 1 and (differ > 0).mean() < 1e-4   # a level apart only at a threshold, in float noise
+
+
+def _random_lab(n, seed=0):
+  rng = np.random.default_rng(seed)
+  lab = np.stack([rng.uniform(0, 100, n), rng.uniform(-120, 120, n), rng.uniform(-120, 120, n)], -1)
+  return lab.astype(np.float32)
+
+
+def test_the_8_bit_encoding_steps_exactly_at_each_threshold():
+  # _encode replaces `scaled >= threshold` by a sign; at a threshold, one float below it, and out of range.
+  thresholds, _ = colour._encode_tables()
+  at = thresholds[:255] * np.float32(colour._ENCODE_BUCKETS)
+  below = np.nextafter(at, np.float32(-np.inf))
+  got_at, got_below = colour._encode(at).numpy(), colour._encode(below).numpy()
+  np.testing.assert_array_equal(got_at, np.arange(1, 256))
+  np.testing.assert_array_equal(got_below, np.arange(0, 255))
+  np.testing.assert_array_equal(colour._encode(np.float32([-1e30, -1.0, 0.0, 4096.0, 1e30])).numpy(),
+                                [0, 0, 0, 255, 255])
+
+
+def test_the_inverse_f_without_where_equals_the_where():
+  import tensorflow as tf
+  c = np.concatenate([np.linspace(-2, 2, 100_001), [0.2068966, np.nextafter(np.float32(0.2068966), 1), -1e30, 1e12]])
+  c = tf.constant(c, tf.float32)
+  want = tf.where(c > 0.2068966, c * c * c, (c - 16.0 / 116.0) / colour._KAPPA).numpy()   # -1e30: the linear side
+  np.testing.assert_array_equal(colour._xyz_of_f(c).numpy(), want)
+
+
+def test_a_grey_photo_in_colour_is_its_lightness_with_the_ab():
+  import tensorflow as tf
+  rng = np.random.default_rng(1)
+  grey = rng.integers(0, 256, (200_000, 1), dtype=np.uint8)
+  grey[:256, 0] = np.arange(256)
+  ab = _random_lab(200_000, 2)[:, 1:]
+  # The grey path takes fy from a table instead of L per pixel: the same bytes as the two functions composed.
+  composed = colour.lab_to_rgb_u8(colour.lightness_u8(tf.constant(grey)), ab).numpy()
+  np.testing.assert_array_equal(colour.photo_rgb_u8(tf.constant(grey), ab).numpy(), composed)
+  # And as the float path, in a graph as serving runs it (Grappler rewrites some arithmetic there).
+  for image in (grey, rng.integers(0, 256, (200_000, 3), dtype=np.uint8)):
+    lab = colour.rgb_to_lab(np.repeat(image, 3 // image.shape[1], -1) / 255.0).numpy()
+    want = np.round(colour.lab_to_rgb(np.concatenate([lab[:, :1], ab], -1)).numpy() * 255.0).astype(int)
+    got = tf.function(colour.photo_rgb_u8)(tf.constant(image), tf.constant(ab)).numpy().astype(int)
+    differ = np.abs(got - want)
+    assert differ.max() <= 1 and (differ > 0).mean() < 1e-4
+
+
+def test_the_big_endian_fallback_gives_the_same_bytes(monkeypatch):
+  import types
+  lab = _random_lab(10_000, 3)
+  little = colour.lab_to_rgb_u8(lab[:, 0], lab[:, 1:]).numpy()
+  monkeypatch.setattr(colour, 'sys', types.SimpleNamespace(byteorder='big'))
+  np.testing.assert_array_equal(colour.lab_to_rgb_u8(lab[:, 0], lab[:, 1:]).numpy(), little)

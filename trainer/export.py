@@ -125,9 +125,9 @@ class ColorizerModule(tf.Module):
 
       def strip(args):
         pixels, ab = args
-        l = tf.cond(tf.shape(pixels)[1] == 1, lambda: colour.lightness_u8(tf.ensure_shape(pixels, [STRIP, 1])),
-                    lambda: colour.lightness_u8(tf.ensure_shape(pixels, [STRIP, 3])))
-        return colour.lab_to_rgb_u8(l, ab)
+        return tf.cond(tf.shape(pixels)[1] == 1,
+                       lambda: colour.photo_rgb_u8(tf.ensure_shape(pixels, [STRIP, 1]), ab),
+                       lambda: colour.photo_rgb_u8(tf.ensure_shape(pixels, [STRIP, 3]), ab))
 
       rgb = tf.map_fn(strip, (pixels, ab), fn_output_signature=tf.TensorSpec([STRIP, 3], tf.uint8))
       return encode(tf.reshape(tf.reshape(rgb, [-1, 3])[:count], [shape[0], shape[1], 3]))
