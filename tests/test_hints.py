@@ -9,7 +9,7 @@ import tensorflow as tf
 import serving_model as sm
 from pipeline import preprocess
 from serving import colorize, evaluate, hints as serving_hints, model as serving_model
-from trainer import data, export, hints, jobdir, model as model_lib, task
+from trainer import data, export, hints, jobdir, model as model_lib, propagate, task
 
 SIZE = 64
 
@@ -109,14 +109,35 @@ def test_every_model_takes_hints_and_they_change_the_output(model, loss):
 
 
 @pytest.mark.parametrize('loss', model_lib.LOSSES)
-def test_even_an_untrained_model_gives_the_hints_colour_where_it_is(loss):
-  """The output prior: the place the user chose gets the chosen colour from the first step on."""
+def test_even_an_untrained_model_gives_the_hints_colour_where_it_is_and_on_its_surface(loss):
+  """The output prior: the place the user chose, and the part of the photo as light as it (the right half
+  here), get the chosen colour from the first step on; the darker left half keeps the network's own guess."""
   net = model_lib.build('unet', loss, SIZE, 1000, 0.25, encoder_weights='random', hints=True)
   hint_map = hints.paint(SIZE, [[[20, 40]]], [[2]], [[[60.0, -40.0]]], [[True]])
-  outputs = net({'l': tf.fill([1, SIZE, SIZE, 1], 50.0), 'embedding': tf.fill([1, 1000], 1e-3), 'hints': hint_map})
+  l = np.full([1, SIZE, SIZE, 1], 70.0, np.float32)
+  l[:, :, :SIZE // 2] = 20.0
+  outputs = net({'l': tf.constant(l), 'embedding': tf.fill([1, 1000], 1e-3), 'hints': hint_map})
   ab = model_lib.predict_ab(outputs, loss, SIZE).numpy()
   np.testing.assert_allclose(ab[0, 20, 40], [60.0, -40.0], atol=0.5)
-  assert np.abs(ab[0, 56, 8] - [60.0, -40.0]).max() > 20      # far from it: the network's own guess
+  np.testing.assert_allclose(ab[0, 44, 52], [60.0, -40.0], atol=3.0)   # 24 px away, as light: spread
+  assert np.abs(ab[0, 44, 8] - [60.0, -40.0]).max() > 20              # darker: the network's own guess
+
+
+def test_spread_follows_lightness_and_distance():
+  """propagate.spread on a 16 x 16 grid: a hint colours the cells as light as its own, nearer ones more surely,
+  and says nothing (confidence 0) where there is no hint at all."""
+  grid = 16
+  l = np.full([2, grid, grid, 1], 80.0, np.float32)
+  l[:, :, :4] = 10.0                                         # a dark band on the left
+  told = np.zeros([2, grid, grid, 3], np.float32)
+  told[0, 8, 12] = [0.5, -0.25, 1.0]                         # image 0: one hint on the light part; image 1: none
+  told[0, 2, 2] = [-0.5, 0.5, 1.0]                           # and one in the dark band
+  ab, confidence = [t.numpy() for t in propagate.spread(tf.constant(l), tf.constant(told))]
+  np.testing.assert_allclose(ab[0, 10, 6], [0.5, -0.25], atol=1e-3)     # light cells take the light hint's colour
+  np.testing.assert_allclose(ab[0, 14, 1], [-0.5, 0.5], atol=1e-3)      # dark cells the dark one's
+  assert confidence[0, 8, 11, 0] > confidence[0, 8, 5, 0] > confidence[0, 0, 15, 0]   # 1, 7, 8.5 cells away
+  assert confidence[0, 8, 11, 0] > 0.9
+  np.testing.assert_array_equal(confidence[1], 0.0)
 
 
 def test_trains_with_hints_on_two_replicas_in_float16_and_resumes_only_with_them(records, tmp_path):

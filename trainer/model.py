@@ -26,7 +26,7 @@ import tensorflow as tf
 from keras import layers
 
 from pipeline import embedder as embedder_lib
-from trainer import abbins
+from trainer import abbins, propagate
 
 MODELS = ('unet', 'fusion', 'beta')
 PRETRAINED = ('unet',)   # the models whose encoder is a pretrained classifier (--encoder, --encoder-weights)
@@ -67,13 +67,13 @@ def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=
   def head(x):
     if loss == 'classification':
       logits = layers.Conv2D(abbins.num_bins(), 1, dtype='float32', name='ab_logits')(x)
-      return _hint_prior(logits, inputs['hints'], image_size) if hints else logits
+      return _hint_prior(logits, inputs['hints'], l, image_size) if hints else logits
     if x.shape[1] < image_size // 2:
       x = layers.UpSampling2D()(x)
     x = conv(x, 32)
     x = layers.Conv2D(2, 3, padding='same', activation='tanh', dtype='float32')(x)
     ab = layers.UpSampling2D(dtype='float32', name='ab')(x)
-    return _hint_prior(ab, inputs['hints'], image_size) if hints else ab
+    return _hint_prior(ab, inputs['hints'], l, image_size) if hints else ab
 
   l = keras.Input((image_size, image_size, 1), name='l')
   inputs = {'l': l}
@@ -104,22 +104,35 @@ def _hints_at(hints, stride):
   return layers.Lambda(lambda h: _pool_hints(h, stride), dtype='float32', name=f'hints_s{stride}')(hints)
 
 
-def _hint_prior(outputs, hints, image_size):
-  """Where there is a hint, the output says its colour: the network learns to carry hints to the rest of the
-  photo (along edges, through the decoder), and the place the user chose gets the chosen colour from the first
-  step on, so even a briefly trained model (the demo's) follows its hints where they are.
+def _hint_prior(outputs, hints, l, image_size):
+  """Where there is a hint, the output says its colour, and around it, where the photo is as light, the colour
+  the hints spread to (trainer/propagate.py), as strongly as the spread is confident. The network learns the
+  rest (what the spread gets wrong, through the decoder's own hint inputs); the place the user chose and its
+  surface get the chosen colour from the first step on, so even a briefly trained model follows its hints.
 
-  classification: each hinted cell's logits get -d^2 / (2 SIGMA^2) for each bin's distance d to the hint's ab,
-  as the soft encoding of that colour (the annealed mean lands on it); mse: the hint's ab replaces the output.
+  classification: each cell's logits get -c d^2 / (2 SIGMA^2) for each bin's distance d to the colour it is told
+  (c: 1 on a hinted cell, the spread's confidence elsewhere), the soft encoding of that colour multiplied into
+  the predicted distribution; mse: the output moves to the told colour by c.
   """
   def add(args):
-    out, h = args
+    out, h, l = args
+    res = out.shape[1]
+    told = _pool_hints(h, image_size // res)            # [B, res, res, 3]: the hints themselves
+    grid = min(res, propagate.GRID)
+    spread_ab, confidence = propagate.spread(tf.nn.avg_pool2d(tf.cast(l, 'float32'), image_size // grid,
+                                                              image_size // grid, 'VALID'),
+                                             _pool_hints(h, image_size // grid))
+    if grid < res:
+      spread_ab = tf.image.resize(spread_ab, [res, res])
+      confidence = tf.image.resize(confidence, [res, res])
+    flag = told[..., 2:]
     if out.shape[-1] == 2:   # mse: ab / AB_SCALE at full resolution
-      return out + h[..., 2:] * (h[..., :2] - out)
-    pooled = _pool_hints(h, image_size // out.shape[1])
-    d2 = tf.reduce_sum(tf.square(pooled[..., None, :2] * AB_SCALE - abbins.centres()), -1)
-    return out - pooled[..., 2:] * d2 / (2.0 * abbins.SIGMA ** 2)
-  return layers.Lambda(add, dtype='float32', name='hint_prior')([outputs, hints])
+      return out + flag * (told[..., :2] - out) + (1.0 - flag) * confidence * (spread_ab - out)
+
+    def d2(ab):
+      return tf.reduce_sum(tf.square(ab[..., None, :] * AB_SCALE - abbins.centres()), -1)
+    return out - (flag * d2(told[..., :2]) + (1.0 - flag) * confidence * d2(spread_ab)) / (2.0 * abbins.SIGMA ** 2)
+  return layers.Lambda(add, dtype='float32', name='hint_prior')([outputs, hints, l])
 
 
 def _pool_hints(h, stride):
