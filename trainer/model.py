@@ -104,34 +104,39 @@ def _hints_at(hints, stride):
   return layers.Lambda(lambda h: _pool_hints(h, stride), dtype='float32', name=f'hints_s{stride}')(hints)
 
 
-def _hint_prior(outputs, hints, l, image_size):
-  """Where there is a hint, the output says its colour, and around it, where the photo is as light, the colour
-  the hints spread to (trainer/propagate.py), as strongly as the spread is confident. The network learns the
-  rest (what the spread gets wrong, through the decoder's own hint inputs); the place the user chose and its
-  surface get the chosen colour from the first step on, so even a briefly trained model follows its hints.
+def told(hints, l, image_size, res):
+  """What the hints tell each cell of a res x res output: (ab [B, res, res, 2] as in the hint map, certainty
+  [B, res, res, 1]). A hinted cell: the hints' mean colour there, certainty 1. Any other: the colour the hints
+  spread to it (trainer/propagate.py: from hints as light as it, and near), as certain as the spread is."""
+  own = _pool_hints(hints, image_size // res)
+  grid = min(res, propagate.GRID)
+  spread_ab, confidence = propagate.spread(
+      tf.nn.avg_pool2d(tf.cast(l, 'float32'), image_size // grid, image_size // grid, 'VALID'),
+      _pool_hints(hints, image_size // grid))
+  if grid < res:
+    spread_ab = tf.image.resize(spread_ab, [res, res])
+    confidence = tf.image.resize(confidence, [res, res])
+  flag = own[..., 2:]
+  return flag * own[..., :2] + (1.0 - flag) * spread_ab, flag + (1.0 - flag) * confidence
 
-  classification: each cell's logits get -c d^2 / (2 SIGMA^2) for each bin's distance d to the colour it is told
-  (c: 1 on a hinted cell, the spread's confidence elsewhere), the soft encoding of that colour multiplied into
-  the predicted distribution; mse: the output moves to the told colour by c.
+
+def _hint_prior(outputs, hints, l, image_size):
+  """The output says what the hints tell (`told`: the hint's colour where it is, and around it, where the photo
+  is as light, the colour it spreads to), as strongly as that is certain. The network learns the rest (what the
+  spread gets wrong, through the decoder's own hint inputs); the place the user chose and its surface get the
+  chosen colour from the first step on, so even a briefly trained model follows its hints.
+
+  classification: each cell's logits get -c d^2 / (2 SIGMA^2) for each bin's distance d to the told colour
+  (c: the certainty), the soft encoding of that colour multiplied into the predicted distribution; mse: the
+  output moves to the told colour by c.
   """
   def add(args):
     out, h, l = args
-    res = out.shape[1]
-    told = _pool_hints(h, image_size // res)            # [B, res, res, 3]: the hints themselves
-    grid = min(res, propagate.GRID)
-    spread_ab, confidence = propagate.spread(tf.nn.avg_pool2d(tf.cast(l, 'float32'), image_size // grid,
-                                                              image_size // grid, 'VALID'),
-                                             _pool_hints(h, image_size // grid))
-    if grid < res:
-      spread_ab = tf.image.resize(spread_ab, [res, res])
-      confidence = tf.image.resize(confidence, [res, res])
-    flag = told[..., 2:]
+    ab, certainty = told(h, l, image_size, out.shape[1])
     if out.shape[-1] == 2:   # mse: ab / AB_SCALE at full resolution
-      return out + flag * (told[..., :2] - out) + (1.0 - flag) * confidence * (spread_ab - out)
-
-    def d2(ab):
-      return tf.reduce_sum(tf.square(ab[..., None, :] * AB_SCALE - abbins.centres()), -1)
-    return out - (flag * d2(told[..., :2]) + (1.0 - flag) * confidence * d2(spread_ab)) / (2.0 * abbins.SIGMA ** 2)
+      return out + certainty * (ab - out)
+    d2 = tf.reduce_sum(tf.square(ab[..., None, :] * AB_SCALE - abbins.centres()), -1)
+    return out - certainty * d2 / (2.0 * abbins.SIGMA ** 2)
   return layers.Lambda(add, dtype='float32', name='hint_prior')([outputs, hints, l])
 
 

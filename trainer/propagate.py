@@ -33,10 +33,10 @@ def spread(l, hints):
   n = grid * grid
   l = tf.reshape(tf.cast(l, tf.float32), [-1, n])
   hints = tf.reshape(tf.cast(hints, tf.float32), [-1, n, 3])
-  flag = hints[..., 2]
-  # weight[b, i, j]: how much the hint in cell j (if any) says about cell i
-  weight = (_spatial(grid)[None] * tf.exp(-tf.square(l[:, :, None] - l[:, None, :]) / (2 * SIGMA_L ** 2))
-            * flag[:, None, :])
-  total = tf.reduce_sum(weight, -1, keepdims=True)
-  ab = tf.matmul(weight, hints[..., :2] * flag[..., None]) / tf.maximum(total, 1e-12)
+  flag = hints[..., 2:]
+  # weight[b, i, j]: how much a hint in cell j would say about cell i; the flags pick the cells that have one
+  weight = _spatial(grid)[None] * tf.exp(-tf.square(l[:, :, None] - l[:, None, :]) / (2 * SIGMA_L ** 2))
+  sums = tf.matmul(weight, tf.concat([hints[..., :2] * flag, flag], -1))     # [B, n, 3]
+  total = sums[..., 2:]
+  ab = sums[..., :2] / tf.maximum(total, 1e-12)
   return tf.reshape(ab, [-1, grid, grid, 2]), tf.reshape(total / (total + HALF), [-1, grid, grid, 1])
