@@ -1,13 +1,13 @@
-"""Spreading hint colours over the photo: a fixed, weightless interpolation the output prior uses (model.py).
+"""Spreading hint colours over the photo: the fixed, weightless interpolation of the serving prior
+(model.spread_prior, which the export applies).
 
 A hint says "this colour here"; the pixels around it that are as light as the hinted place are likely the same
-surface (Levin et al. 2004's premise: neighbours with similar intensity have similar colours). Each cell of a
+surface (Levin et al. 2004's premise: neighbours of similar intensity have similar colours). Each cell of a
 coarse grid gets the mean of the hints' colours weighted by a Gaussian of its distance to each hint and of its
 lightness difference to the hinted cell (Shepard interpolation in x, y and L), and a confidence that grows with
-the total weight: near 1 close to a hint of its lightness, near 0 far from every hint. In
-`benchmarks/propagate.py`, the spread colour alone, with 10 simulated hints and grey where it is unsure, beat the
-grey baseline by ~4 dB on the ImageNet sample, where the network's own learnt spread gave +0.2 dB after 1200
-steps (BENCHMARKS.md).
+the total weight: near 1 close to a hint of its lightness, near 0 far from every hint. One batched matmul, no
+iterations. The parameters were chosen with benchmarks/spread.py on photos the hints study does not evaluate
+on (BUILD_NOTES.md).
 """
 import numpy as np
 import tensorflow as tf
