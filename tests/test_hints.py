@@ -9,7 +9,7 @@ import tensorflow as tf
 import serving_model as sm
 from pipeline import preprocess
 from serving import colorize, evaluate, hints as serving_hints, model as serving_model
-from trainer import data, export, hints, jobdir, model as model_lib, task
+from trainer import data, export, hints, jobdir, model as model_lib, propagate, task
 
 SIZE = 64
 
@@ -109,14 +109,42 @@ def test_every_model_takes_hints_and_they_change_the_output(model, loss):
 
 
 @pytest.mark.parametrize('loss', model_lib.LOSSES)
-def test_even_an_untrained_model_gives_the_hints_colour_where_it_is(loss):
-  """The output prior: the place the user chose gets the chosen colour from the first step on."""
+def test_even_an_untrained_model_gives_the_hints_colour_where_it_is_and_serving_spreads_it(loss):
+  """The model's own prior: the place the user chose gets the chosen colour from the first step on. The export's
+  spread prior: the part of the photo as light as it (the right half here) gets it too; the darker left half
+  keeps the network's own guess."""
   net = model_lib.build('unet', loss, SIZE, 1000, 0.25, encoder_weights='random', hints=True)
   hint_map = hints.paint(SIZE, [[[20, 40]]], [[2]], [[[60.0, -40.0]]], [[True]])
-  outputs = net({'l': tf.fill([1, SIZE, SIZE, 1], 50.0), 'embedding': tf.fill([1, 1000], 1e-3), 'hints': hint_map})
+  l = np.full([1, SIZE, SIZE, 1], 70.0, np.float32)
+  l[:, :, :SIZE // 2] = 20.0
+  outputs = net({'l': tf.constant(l), 'embedding': tf.fill([1, 1000], 1e-3), 'hints': hint_map})
   ab = model_lib.predict_ab(outputs, loss, SIZE).numpy()
   np.testing.assert_allclose(ab[0, 20, 40], [60.0, -40.0], atol=0.5)
-  assert np.abs(ab[0, 56, 8] - [60.0, -40.0]).max() > 20      # far from it: the network's own guess
+  assert np.abs(ab[0, 44, 52] - [60.0, -40.0]).max() > 20              # away from it: the network's own guess
+  spread = model_lib.predict_ab(model_lib.spread_prior(outputs, hint_map, l, SIZE), loss, SIZE).numpy()
+  np.testing.assert_allclose(spread[0, 20, 40], [60.0, -40.0], atol=0.5)
+  np.testing.assert_allclose(spread[0, 44, 52], [60.0, -40.0], atol=3.0)   # 24 px away, as light: spread
+  np.testing.assert_allclose(spread[0, :, :24], ab[0, :, :24], atol=3.0)  # darker: (all but) unchanged
+  assert np.abs(spread[0, 44, 8] - [60.0, -40.0]).max() > 20
+  none = model_lib.spread_prior(outputs, hints.none(tf.constant(l)), l, SIZE)
+  np.testing.assert_array_equal(none.numpy(), tf.cast(outputs, tf.float32).numpy())   # no hint: no change
+
+
+def test_spread_follows_lightness_and_distance():
+  """propagate.spread on a 16 x 16 grid: a hint colours the cells as light as its own, nearer ones more surely,
+  and says nothing (confidence 0) where there is no hint at all."""
+  grid = 16
+  l = np.full([2, grid, grid, 1], 80.0, np.float32)
+  l[:, :, :4] = 10.0                                         # a dark band on the left
+  told = np.zeros([2, grid, grid, 3], np.float32)
+  told[0, 8, 12] = [0.5, -0.25, 1.0]                         # image 0: one hint on the light part; image 1: none
+  told[0, 2, 2] = [-0.5, 0.5, 1.0]                           # and one in the dark band
+  ab, confidence = [t.numpy() for t in propagate.spread(tf.constant(l), tf.constant(told))]
+  np.testing.assert_allclose(ab[0, 10, 6], [0.5, -0.25], atol=1e-3)     # light cells take the light hint's colour
+  np.testing.assert_allclose(ab[0, 14, 1], [-0.5, 0.5], atol=1e-3)      # dark cells the dark one's
+  assert confidence[0, 8, 11, 0] > confidence[0, 8, 5, 0] > confidence[0, 0, 15, 0]   # 1, 7, 8.5 cells away
+  assert confidence[0, 8, 11, 0] > 0.9
+  np.testing.assert_array_equal(confidence[1], 0.0)
 
 
 def test_trains_with_hints_on_two_replicas_in_float16_and_resumes_only_with_them(records, tmp_path):
@@ -173,6 +201,23 @@ def test_padding_points_and_an_empty_list_are_the_automatic_result(pattern):
   padded = pattern('colorize_hints_png', image_bytes=tf.constant([photo]), points=tf.constant([[[-1.0, -1.0]]]),
                    colours=tf.constant([[[0.0, 255.0, 0.0]]]), radius=tf.constant([[0.0]]))['image_bytes'][0]
   assert padded == automatic
+
+
+def test_the_export_spreads_a_hint_over_the_surface_it_is_on():
+  """A trained (two-step) export: a blue hint on the dark half of a photo turns that half blue well away from
+  the hint (the network alone, two steps in, colours only the hint's square); the light half keeps the
+  automatic colours."""
+  from skimage import color
+  colorizer = sm.colorizer()
+  grey = np.full((96, 128), 60, np.uint8)
+  grey[:, :64] = 200
+  (auto,) = colorizer.colorize([sm.png(grey)], 'png')
+  (hinted,) = colorizer.colorize([sm.png(grey)], 'png', [[serving_hints.make(0.9, 0.5, '#2050d0')]])
+  auto, hinted = (color.rgb2lab(sm.decoded(x)) for x in (auto, hinted))
+  assert hinted[30, 80, 2] < auto[30, 80, 2] - 15        # 39 px from the hint, as dark: blue (b < 0)
+  assert hinted[30, 80, 2] < -15
+  # the light half keeps the automatic colours (but where the network's own use of the hint reaches)
+  assert np.median(np.abs(hinted[:, :56] - auto[:, :56])) < 0.5
 
 
 def test_suggested_colours_are_distinct_and_from_the_models_distribution():

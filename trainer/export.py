@@ -71,7 +71,10 @@ class ColorizerModule(tf.Module):
     """(the colorizer's outputs, the embedding) of L canvases and hint maps (ignored by a model without hints)."""
     embedding = self.embedder(l, training=False)
     batch = {'l': l, 'embedding': embedding, 'hints': hints}
-    return self.colorizer(model_lib.features(self.colorizer, batch), training=False), embedding
+    outputs = self.colorizer(model_lib.features(self.colorizer, batch), training=False)
+    if self.takes_hints:   # each hint's colour spread over its surface (no hint: no change)
+      outputs = model_lib.spread_prior(outputs, hints, l, self._size)
+    return outputs, embedding
 
   def _predict(self, l, hints=None):
     outputs, embedding = self._forward(l, hints_lib.none(l) if hints is None else hints)
