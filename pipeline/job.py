@@ -5,6 +5,7 @@ The work units, their commit and the shard assembly are in pipeline/units.py (wh
 BUILD_NOTES.md, Preprocessing at scale). pipeline/preprocess.py is its command line. Classes live here, not in
 the module run as __main__, because workers (Dataflow, or local multi-processing) unpickle them by module name.
 """
+import json
 import posixpath
 
 import apache_beam as beam
@@ -29,8 +30,8 @@ class ListPattern(beam.DoFn):
       yield from (m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
 
-def _files(pipeline, inputs):
-  """PCollection of Source for files, from patterns (read lazily by the workers).
+def _files(pipeline, inputs, name):
+  """PCollection of Source for files, from patterns (read lazily by the workers); `name` prefixes the labels.
 
   A folder is listed in parallel, one pattern per immediate child (ImageNet's train folder: 1,000 synset
   folders), so no worker lists 1.28 M objects alone; a glob or a single file is one listing.
@@ -44,17 +45,17 @@ def _files(pipeline, inputs):
       return sources.Source(path, rel, synset, label)
 
     if images_only:
-      patterns = (pipeline | f'Root{i}' >> beam.Create([root])
-                  | f'Children{i}' >> beam.FlatMap(sources.child_patterns)
-                  | f'SpreadListing{i}' >> beam.Reshuffle())
+      patterns = (pipeline | f'{name}Root{i}' >> beam.Create([root])
+                  | f'{name}Children{i}' >> beam.FlatMap(sources.child_patterns)
+                  | f'{name}SpreadListing{i}' >> beam.Reshuffle())
     else:
-      patterns = pipeline | f'Pattern{i}' >> beam.Create([pattern])
+      patterns = pipeline | f'{name}Pattern{i}' >> beam.Create([pattern])
     outputs.append(patterns
-                   | f'Match{i}' >> beam.ParDo(ListPattern())
-                   | f'Images{i}' >> beam.Filter(lambda path, keep_all: keep_all or sources.is_image_name(path),
-                                                 not images_only)
-                   | f'Source{i}' >> beam.Map(to_source))
-  return outputs | 'AllFiles' >> beam.Flatten()
+                   | f'{name}Match{i}' >> beam.ParDo(ListPattern())
+                   | f'{name}Images{i}' >> beam.Filter(
+                       lambda path, keep_all: keep_all or sources.is_image_name(path), not images_only)
+                   | f'{name}Source{i}' >> beam.Map(to_source))
+  return outputs | f'{name}AllFiles' >> beam.Flatten()
 
 
 class _Digest(beam.CombineFn):
@@ -74,10 +75,38 @@ class _Digest(beam.CombineFn):
     return acc
 
 
+class _UnitSources(beam.CombineFn):
+  """The Sources of one unit -> [Source] sorted by key; what crosses the group-by is one bytes blob per unit and
+  bundle (`compact`: a JSON line per input), not a Python object per input, which the local runners would hold
+  in memory until every input is listed."""
+
+  def create_accumulator(self):
+    return []
+
+  def add_input(self, acc, src):
+    acc.append(json.dumps([src.key, src.relative_key, src.synset, src.label]).encode())  # data: None for files
+    return acc
+
+  def compact(self, acc):
+    return [b'\n'.join(acc)] if len(acc) > 1 else acc
+
+  def merge_accumulators(self, accs):
+    return [line for acc in accs for line in acc]
+
+  def extract_output(self, acc):
+    srcs = [sources.Source(*json.loads(line)) for blob in acc for line in blob.split(b'\n')]
+    return sorted(srcs, key=lambda s: s.key)
+
+
 def _file_units(pipeline, cfg):
-  """(unit, [Source] sorted by key) for file inputs; only paths cross the group-by."""
-  listed = _files(pipeline, cfg['inputs'])
-  digest = listed | 'Digest' >> beam.CombineGlobally(_Digest())
+  """(unit, [Source] sorted by key) for file inputs; only paths cross the group-by, packed per unit.
+
+  The inputs are listed twice: once to count and check them, then again to put each in its unit (whose number
+  depends on the count). Keeping the first listing for the second step would hold an element per input in the
+  runner between the two (the local runners keep it in memory: ~4 kB per input with multi_processing,
+  BENCHMARKS.md); listing again costs a directory scan (on gs://, one request per 1,000 objects).
+  """
+  digest = _files(pipeline, cfg['inputs'], 'Count') | 'Digest' >> beam.CombineGlobally(_Digest())
   # One element: the listing is checked against the one a first run recorded before any unit runs.
   count = (pipeline | 'OnceInputs' >> beam.Create([None])
            | 'CheckInputs' >> beam.Map(lambda _, d, out: resume.check_inputs(out, d),
@@ -86,10 +115,9 @@ def _file_units(pipeline, cfg):
   def assign(src, n, shards_, unit_size):
     return shards.unit_of(src.relative_key, shards.num_units(n, shards_, unit_size)), src
 
-  return (listed
+  return (_files(pipeline, cfg['inputs'], 'Assign')
           | 'AssignUnit' >> beam.Map(assign, beam.pvalue.AsSingleton(count), cfg['num_shards'], cfg['unit_size'])
-          | 'GroupUnits' >> beam.GroupByKey()
-          | 'SortUnit' >> beam.MapTuple(lambda unit, srcs: (unit, sorted(srcs, key=lambda s: s.key))))
+          | 'GroupUnits' >> beam.CombinePerKey(_UnitSources()))
 
 
 def tfds_slices(cfg):

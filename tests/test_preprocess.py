@@ -96,6 +96,22 @@ def test_reruns_agree_on_split_and_bytes(mixed, tmp_path):
   assert {v[0] for v in a.values()} == {'train', 'val'}
 
 
+def test_units_cross_the_group_by_as_one_blob_each(tmp_path):
+  # Paths with a newline, quotes and non-ASCII survive the packing; each unit's Sources come out sorted by key,
+  # whatever the order and bundles they were listed in; what was packed is one bytes blob.
+  import apache_beam as beam
+  from apache_beam.testing.util import assert_that, equal_to
+  odd = ['/d/a\nb.jpg', '/d/"q".png', '/d/ünï.JPEG', '/d/n01440764/x.jpg', '/d/z.jpg', '/d/b.jpg']
+  srcs = [sources.Source(p, p[3:], *sources.label_of(p)) for p in odd]
+  fn = job._UnitSources()
+  packed = fn.compact(fn.add_input(fn.add_input(fn.create_accumulator(), srcs[4]), srcs[0]))
+  assert len(packed) == 1 and isinstance(packed[0], bytes)
+  with beam.Pipeline('DirectRunner') as p:
+    units = (p | beam.Create([(i % 2, s) for i, s in enumerate(srcs)], reshuffle=False)
+             | beam.CombinePerKey(job._UnitSources()))
+    assert_that(units, equal_to([(0, sorted(srcs[0::2])), (1, sorted(srcs[1::2]))]))
+
+
 def test_imagenet_labels_from_folder_and_file_names():
   assert sources.label_of('/data/train/n01440764/n01440764_10026.JPEG') == ('n01440764', 0)
   assert sources.label_of('gs://b/imagenet-sample/n01443537_goldfish.JPEG') == ('n01443537', 1)
