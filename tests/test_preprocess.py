@@ -103,9 +103,14 @@ def test_units_cross_the_group_by_as_one_blob_each(tmp_path):
   from apache_beam.testing.util import assert_that, equal_to
   odd = ['/d/a\nb.jpg', '/d/"q".png', '/d/ünï.JPEG', '/d/n01440764/x.jpg', '/d/z.jpg', '/d/b.jpg']
   srcs = [sources.Source(p, p[3:], *sources.label_of(p)) for p in odd]
-  fn = job._UnitSources()
-  packed = fn.compact(fn.add_input(fn.add_input(fn.create_accumulator(), srcs[4]), srcs[0]))
-  assert len(packed) == 1 and isinstance(packed[0], bytes)
+  fn, acc = job._UnitSources(), []
+  many = [sources.Source(f'/data/train/n01440764/n01440764_{i}.JPEG', f'n01440764/n01440764_{i}.JPEG',
+                         'n01440764', 0) for i in range(256)]
+  for src in many:
+    acc = fn.add_input(acc, src)
+  packed = fn.compact(acc)
+  assert len(packed) == 1 and len(packed[0]) < sum(map(len, acc)) / 4  # one compressed blob
+  assert fn.extract_output(fn.merge_accumulators([packed, fn.add_input([], srcs[0])])) == sorted(many + srcs[:1])
   with beam.Pipeline('DirectRunner') as p:
     units = (p | beam.Create([(i % 2, s) for i, s in enumerate(srcs)], reshuffle=False)
              | beam.CombinePerKey(job._UnitSources()))
