@@ -108,7 +108,7 @@ def _file_units(pipeline, cfg):
   The inputs are listed twice: once to count and check them, then again to put each in its unit (whose number
   depends on the count). Keeping the first listing for the second step would hold an element per input in the
   runner between the two (the local runners keep it in memory: with the group-by of Sources, ~1 kB per input,
-  1.2-1.5 GB at ImageNet's 1.28 M; now ~0.17 kB, BENCHMARKS.md); listing again costs a directory scan (on
+  1.1-1.4 GiB at ImageNet's 1.28 M; now ~0.18 kB, benchmarks/units.py); listing again costs a directory scan (on
   gs://, one list request per 1,000 objects).
   """
   digest = _files(pipeline, cfg['inputs'], 'Count') | 'Digest' >> beam.CombineGlobally(_Digest())
