@@ -19,14 +19,18 @@ from pipeline import units as units_
 from pipeline.embed_handler import EmbedderHandler
 
 NAMESPACE = units_.NAMESPACE
+# Sources per compressed blob while a unit's paths are gathered: 32 lines of a unit (paths from scattered folders)
+# compress to about a quarter; at ImageNet's 1.28 M inputs unit formation holds 0.28 GiB (0.40 without; BUILD_NOTES).
+PACK = 32
 
 
 class ListPattern(beam.DoFn):
-  """A file pattern -> the path of every file it matches (one listing call per pattern); a path -> itself."""
+  """A file pattern -> the path of every file it matches (one listing call per pattern); a chunk of paths that
+  sources.child_patterns listed (bytes) -> them."""
 
   def process(self, pattern):
-    if pattern.startswith(sources.LISTED):
-      yield pattern[len(sources.LISTED):]
+    if isinstance(pattern, bytes):
+      yield from sources.listed_paths(pattern)
     else:
       yield from (m.path for m in FileSystems.match([pattern])[0].metadata_list)
 
@@ -77,29 +81,34 @@ class _Digest(beam.CombineFn):
 
 
 class _UnitSources(beam.CombineFn):
-  """The Sources of one unit -> [Source] sorted by key; what crosses the group-by is one compressed blob per unit
-  and bundle (`compact`), not a Python object per input: the local runners hold it in memory until every input
-  is listed."""
+  """The Sources of one unit -> [Source] sorted by key. What a runner holds while it gathers them is zlib blobs
+  of PACK JSON lines, not a Python object per input: a local runner keeps every accumulator of a bundle (which
+  may be the whole listing) until the bundle ends, then what crosses the group-by until every input is listed."""
 
   def create_accumulator(self):
     return []
 
   def add_input(self, acc, src):
     acc.append(json.dumps([src.key, src.relative_key, src.synset, src.label]).encode())  # data: None for files
+    if len(acc) >= PACK and _is_line(acc[-PACK]) and (len(acc) == PACK or not _is_line(acc[-PACK - 1])):
+      acc[-PACK:] = [zlib.compress(b'\n'.join(acc[-PACK:]), 1)]  # the last PACK items were all lines
     return acc
 
   def compact(self, acc):
-    # Items are JSON lines (b'[...') or zlib blobs of them (b'x...'). Paths in a unit share long prefixes, so
-    # zlib keeps a fraction of the text, which is what the local runner holds per input until the group-by ends.
-    lines = [x for x in acc if x.startswith(b'[')]
-    return [x for x in acc if not x.startswith(b'[')] + ([zlib.compress(b'\n'.join(lines), 1)] if lines else [])
+    lines = [x for x in acc if _is_line(x)]
+    return [x for x in acc if not _is_line(x)] + ([zlib.compress(b'\n'.join(lines), 1)] if lines else [])
 
   def merge_accumulators(self, accs):
     return [x for acc in accs for x in acc]
 
   def extract_output(self, acc):
-    lines = [line for x in acc for line in ([x] if x.startswith(b'[') else zlib.decompress(x).split(b'\n'))]
+    lines = [line for x in acc for line in ([x] if _is_line(x) else zlib.decompress(x).split(b'\n'))]
     return sorted((sources.Source(*json.loads(line)) for line in lines), key=lambda s: s.key)
+
+
+def _is_line(item):
+  """A JSON line (b'[...'), else a zlib blob of them (b'x...')."""
+  return item[:1] == b'['
 
 
 def _file_units(pipeline, cfg):
@@ -108,8 +117,8 @@ def _file_units(pipeline, cfg):
   The inputs are listed twice: once to count and check them, then again to put each in its unit (whose number
   depends on the count). Keeping the first listing for the second step would hold an element per input in the
   runner between the two (the local runners keep it in memory: with the group-by of Sources, ~1 kB per input,
-  1.1-1.4 GiB at ImageNet's 1.28 M; now ~0.18 kB, benchmarks/units.py); listing again costs a directory scan (on
-  gs://, one list request per 1,000 objects).
+  1.1-1.4 GiB at ImageNet's 1.28 M; now ~80 bytes in-process, benchmarks/units.py); listing again costs a
+  directory scan (on gs://, one list request per 1,000 objects).
   """
   digest = _files(pipeline, cfg['inputs'], 'Count') | 'Digest' >> beam.CombineGlobally(_Digest())
   # One element: the listing is checked against the one a first run recorded before any unit runs.

@@ -5,8 +5,10 @@ Paths go through Beam's FileSystems, so local folders, globs and gs:// prefixes 
 import functools
 import hashlib
 import importlib.resources
+import json
 import os
 import re
+import zlib
 from typing import NamedTuple, Optional
 
 class Source(NamedTuple):
@@ -49,29 +51,53 @@ def expand(spec):
   return spec, os.path.dirname(spec), False
 
 
-LISTED = 'listed:'  # marks a path that child_patterns already found: no need to list it again
+LISTED_CHUNK = 1000  # paths per listed chunk: a flat folder of 1.28 M files is 1,281 elements, not 1.28 M
 
 
 def child_patterns(root):
-  """A folder -> one pattern per immediate sub-folder (`sub/**`) and its files (LISTED + path).
+  """A folder -> one pattern per immediate sub-folder (`sub/**`, str) and its own files in chunks (bytes).
 
   So that the folder is listed in parallel, a sub-folder per element, rather than by one worker: ImageNet's
   train folder has 1,000 synset folders of ~1,300 files. gs:// is listed with a delimiter (one request per
-  1,000 entries at this level only); Beam's own match of `gs://.../*` would list every object below.
+  1,000 entries at this level only); Beam's own match of `gs://.../*` would list every object below. The
+  folder's own files go out as they are listed, in compressed chunks (`listed_paths` reads one), never as one
+  element each: the reshuffle after this holds its elements in a local runner's memory (~1 kB per element
+  before, BUILD_NOTES.md), and a flat folder may hold every input.
   """
+  folders = []
   if root.startswith('gs://'):
     from apache_beam.io.gcp import gcsio
     bucket, prefix = gcsio.parse_gcs_path(root.rstrip('/') + '/', object_optional=True)
     listing = gcsio.GcsIO().client.list_blobs(bucket, prefix=prefix, delimiter='/')
-    files = [f'gs://{bucket}/{blob.name}' for blob in listing if not blob.name.endswith('/')]
-    folders = [f'gs://{bucket}/{p}' for p in sorted(listing.prefixes)]
+    files = (f'gs://{bucket}/{blob.name}' for blob in listing if not blob.name.endswith('/'))
+    yield from _chunks(files)
+    folders = [f'gs://{bucket}/{p}' for p in sorted(listing.prefixes)]  # known once the pages are read
   else:
     with os.scandir(root) as entries:
-      entries = sorted(entries, key=lambda e: e.name)
-    files = [e.path for e in entries if not e.is_dir()]
-    folders = [e.path + '/' for e in entries if e.is_dir()]
-  yield from (LISTED + f for f in files)
-  yield from (f + '**' for f in folders)
+      def files():
+        for e in entries:
+          if e.is_dir():
+            folders.append(e.path + '/')
+          else:
+            yield e.path
+      yield from _chunks(files())
+  yield from (f + '**' for f in sorted(folders))
+
+
+def _chunks(paths):
+  chunk = []
+  for path in paths:
+    chunk.append(path)
+    if len(chunk) == LISTED_CHUNK:
+      yield zlib.compress(json.dumps(chunk).encode(), 1)
+      chunk = []
+  if chunk:
+    yield zlib.compress(json.dumps(chunk).encode(), 1)
+
+
+def listed_paths(chunk):
+  """The paths of a chunk that child_patterns listed."""
+  return json.loads(zlib.decompress(chunk))
 
 
 def is_image_name(path):

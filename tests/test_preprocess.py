@@ -96,9 +96,9 @@ def test_reruns_agree_on_split_and_bytes(mixed, tmp_path):
   assert {v[0] for v in a.values()} == {'train', 'val'}
 
 
-def test_units_cross_the_group_by_as_one_blob_each(tmp_path):
+def test_units_cross_the_group_by_as_one_blob_each():
   # Paths with a newline, quotes and non-ASCII survive the packing; each unit's Sources come out sorted by key,
-  # whatever the order and bundles they were listed in; what was packed is one bytes blob.
+  # whatever the order and bundles they were listed in; they are packed into compressed blobs as they come.
   import apache_beam as beam
   from apache_beam.testing.util import assert_that, equal_to
   odd = ['/d/a\nb.jpg', '/d/"q".png', '/d/ünï.JPEG', '/d/n01440764/x.jpg', '/d/z.jpg', '/d/b.jpg']
@@ -106,15 +106,36 @@ def test_units_cross_the_group_by_as_one_blob_each(tmp_path):
   fn, acc = job._UnitSources(), []
   many = [sources.Source(f'/data/train/n01440764/n01440764_{i}.JPEG', f'n01440764/n01440764_{i}.JPEG',
                          'n01440764', 0) for i in range(256)]
-  for src in many:
+  text = sum(len(fn.add_input([], src)[0]) for src in many)
+  for src in many[:-1]:
     acc = fn.add_input(acc, src)
-  packed = fn.compact(acc)
-  assert len(packed) == 1 and len(packed[0]) < sum(map(len, acc)) / 4  # one compressed blob
+  assert len(acc) == 255 // job.PACK + 255 % job.PACK and all(isinstance(x, bytes) for x in acc)
+  packed = fn.compact(fn.add_input(acc, many[-1]))
+  assert len(packed) == 256 // job.PACK and sum(map(len, packed)) < text / 3  # compressed blobs only
   assert fn.extract_output(fn.merge_accumulators([packed, fn.add_input([], srcs[0])])) == sorted(many + srcs[:1])
   with beam.Pipeline('DirectRunner') as p:
     units = (p | beam.Create([(i % 2, s) for i, s in enumerate(srcs)], reshuffle=False)
              | beam.CombinePerKey(job._UnitSources()))
     assert_that(units, equal_to([(0, sorted(srcs[0::2])), (1, sorted(srcs[1::2]))]))
+
+
+def test_a_flat_folder_is_listed_in_chunks_and_sub_folders_as_patterns(tmp_path, monkeypatch):
+  # A folder's own files leave child_patterns a chunk at a time (the reshuffle after it holds an element per
+  # chunk, not per input), sub-folders as one pattern each; matching them gives every file exactly once.
+  import apache_beam as beam
+  from apache_beam.testing.util import assert_that, equal_to
+  monkeypatch.setattr(sources, 'LISTED_CHUNK', 4)
+  files = [tmp_path / f'p{i}.jpg' for i in range(10)] + [tmp_path / 'a' / 'x.jpg', tmp_path / 'a' / 'b' / 'y.png']
+  for f in files:
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_bytes(b'')
+  elements = list(sources.child_patterns(str(tmp_path)))
+  chunks = [e for e in elements if isinstance(e, bytes)]
+  assert sorted(len(sources.listed_paths(c)) for c in chunks) == [2, 4, 4]
+  assert [e for e in elements if e not in chunks] == [str(tmp_path / 'a') + '/**']
+  with beam.Pipeline('DirectRunner') as p:
+    paths = p | beam.Create(elements) | beam.ParDo(job.ListPattern())
+    assert_that(paths, equal_to([str(f) for f in files]))
 
 
 def test_imagenet_labels_from_folder_and_file_names():
