@@ -274,6 +274,37 @@ def test_a_loop_of_k_steps_is_k_single_steps(records):
   np.testing.assert_allclose(weights[1], weights[0], rtol=1e-5, atol=1e-6)
 
 
+def test_fine_tuning_moves_the_encoder_only_from_its_step_and_never_its_batch_norm(records, tmp_path):
+  """--fine-tune-from: the encoder's weights stay as loaded until the step (its learning rate is 0 before, ramped
+  after), then train; its batch norm statistics never move; the decoder trains from the first step."""
+  meta = data.load_metadata(records)
+  batch = _fixed_batch(records, meta)
+  cfg = _config(records, tmp_path, model='unet', fine_tune_from=2, encoder_lr_scale=0.5, hints=False)
+  trainer = task.Trainer(cfg, meta, tf.distribute.get_strategy(), total_steps=6)
+  encoder = model_lib.encoder_of(trainer.model)
+  assert encoder.trainable_variables and len(trainer._optimizers) == 2
+
+  def snapshot():
+    return ([v.numpy() for v in encoder.trainable_variables], [v.numpy() for v in encoder.non_trainable_variables],
+            [v.numpy() for v in trainer.model.trainable_variables if all(v is not e for e in encoder.variables)])
+
+  first = snapshot()
+  assert any('moving_mean' in v.path for v in encoder.non_trainable_variables)
+  iterator = trainer.distribute(tf.data.Dataset.from_tensors(batch).repeat())
+  trainer.train_loop(iterator, tf.constant(3, tf.int64))   # optimizer steps 0, 1, 2: the rate is 0 up to 2
+  third = snapshot()
+  trainer.train_loop(iterator, tf.constant(2, tf.int64))
+  fifth = snapshot()
+  for a, b in zip(first[0], third[0]):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(third[0], fifth[0]))
+  for a, b in zip(first[1], fifth[1]):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(first[2], third[2]))
+  with pytest.raises(app.UsageError, match='--fine-tune-from'):
+    task._check(_config(records, tmp_path, model='fusion', fine_tune_from=2))
+
+
 def test_xla_step_matches_the_graph_step_and_refuses_cpu_replicas(records):
   meta = data.load_metadata(records)
   batch = _fixed_batch(records, meta)

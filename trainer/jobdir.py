@@ -17,7 +17,7 @@ import tensorflow as tf
 
 RUN_FILE = 'run.json'
 # What must agree for checkpoints to be resumed: everything that shapes the variables or the data they fit.
-MODEL_KEYS = ('model', 'loss', 'width', 'image_size', 'embedder', 'encoder', 'output_stride', 'hints')
+MODEL_KEYS = ('model', 'loss', 'width', 'image_size', 'embedder', 'encoder', 'output_stride', 'hints', 'fine_tune_from')
 # What a run.json written before a key existed meant by its absence.
 BEFORE = {'hints': False}
 

@@ -39,15 +39,36 @@ def size_multiple(model):
   return 32 if model in PRETRAINED else 8
 
 
+def encoder_of(model):
+  """The unet's pretrained encoder (a nested Keras model)."""
+  return next(layer for layer in model.layers if layer.name.startswith('encoder_'))
+
+
+def _unfreeze(encoder):
+  encoder.trainable = True
+  for layer in _all_layers(encoder):
+    if isinstance(layer, layers.BatchNormalization):
+      layer.trainable = False   # Keras 3: a frozen batch norm runs in inference mode
+
+
+def _all_layers(model):
+  for layer in model.layers:
+    yield layer
+    if hasattr(layer, 'layers'):
+      yield from _all_layers(layer)
+
+
 def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=1.0, encoder='mobilenet_v2',
-          encoder_weights=None, output_stride=4, hints=False):
+          encoder_weights=None, output_stride=4, hints=False, fine_tune_encoder=False):
   """The Keras model: inputs {'l': [B, S, S, 1] L in 0..100} (+ 'embedding': [B, D] for fusion and unet,
   + 'hints': [B, S, S, 3] with hints=True).
 
   Outputs: mse -> [B, S, S, 2] ab / AB_SCALE; classification -> [B, S/4, S/4, Q] bin logits. The last layer
   computes in float32 so mixed precision keeps a float32 loss. unet only: encoder names the classifier
   (pipeline.embedder.SPECS) and encoder_weights its weights (None: left for a checkpoint to restore);
-  output_stride 2 takes the decoder one level further, to logits at S/2.
+  output_stride 2 takes the decoder one level further, to logits at S/2. fine_tune_encoder: its weights train,
+  its batch normalisation stays frozen and in inference mode (the usual way to fine-tune a classifier trunk on
+  small batches).
   """
   if model not in MODELS:
     raise ValueError(f'unknown model {model!r}; choose one of {", ".join(MODELS)}')
@@ -82,7 +103,10 @@ def build(model='fusion', loss='mse', image_size=256, embedding_dim=1000, width=
   name = f'colorizer_{model}_{loss}' + ('_hints' if hints else '')
   if model == 'unet':
     inputs['embedding'] = keras.Input((embedding_dim,), name='embedding')
-    levels = embedder_lib.pyramid(encoder, encoder_weights, image_size)(l)
+    pyramid = embedder_lib.pyramid(encoder, encoder_weights, image_size)
+    if fine_tune_encoder:
+      _unfreeze(pyramid)
+    levels = pyramid(l)
     at = (lambda level: _hints_at(inputs['hints'], image_size // level.shape[1])) if hints else None
     return keras.Model(inputs, head(_unet_decoder(levels, inputs['embedding'], conv, output_stride, at)), name=name)
   x = layers.Rescaling(1 / 50.0, offset=-1.0)(l)

@@ -80,6 +80,10 @@ class Config:
   # Simulated hint points (trainer/hints.py), so users can steer colours: on, as with no hint the result measured
   # no worse than the same recipe trained without them (BENCHMARKS.md, Hints)
   hints: bool = True
+  # unet: from this step on the encoder trains too, at encoder_lr_scale x the learning rate (ramped up over a
+  # tenth of the remaining steps), its batch norm kept in inference mode; 0: frozen throughout.
+  fine_tune_from: int = 0
+  encoder_lr_scale: float = 0.1
 
 
 flags.DEFINE_string('data', None, 'Records directory written by python -m pipeline.preprocess (local or gs://).')
@@ -127,6 +131,11 @@ flags.DEFINE_boolean('hints', Config.hints, 'Train with random hint points from 
                      'so the export takes the user\'s colours at chosen places (colorize_hints); --nohints: '
                      'automatic only.')
 flags.DEFINE_enum('optimizer', Config.optimizer, OPTIMIZERS, 'adam, or sgd (plain gradient descent).')
+flags.DEFINE_integer('fine-tune-from', Config.fine_tune_from, 'unet: train the encoder too from this step on '
+                     '(its batch norm stays in inference mode); 0: keep it frozen.', lower_bound=0)
+flags.DEFINE_float('encoder-lr-scale', Config.encoder_lr_scale, 'unet with --fine-tune-from: the encoder\'s '
+                   'learning rate as a multiple of the decoder\'s, reached over a tenth of the remaining steps.',
+                   lower_bound=0.0)
 FLAGS = flags.FLAGS
 
 
@@ -161,6 +170,25 @@ def worker_role(strategy):
 
 # ---------------------------------------------------------------- the model and its step
 
+class DelayedSchedule(keras.optimizers.schedules.LearningRateSchedule):
+  """`scale` x another schedule, 0 before step `start`, then ramped linearly over `ramp` steps.
+
+  The encoder's optimizer sees every step's gradients from the first (its learning rate 0 until `start`), so
+  Adam's moments are already estimated when it starts to move: no outsized first updates of pretrained weights.
+  """
+
+  def __init__(self, base, start, ramp, scale):
+    self.base, self.start, self.ramp, self.scale = base, start, max(1, ramp), scale
+
+  def __call__(self, step):
+    base = self.base(step) if callable(self.base) else self.base
+    ramp = tf.clip_by_value((tf.cast(step, tf.float32) - self.start) / self.ramp, 0.0, 1.0)
+    return base * self.scale * ramp
+
+  def get_config(self):
+    return {'start': self.start, 'ramp': self.ramp, 'scale': self.scale}
+
+
 def learning_rate(cfg, total_steps):
   """Adam's learning rate: a constant, or a schedule of the optimizer's step (checkpointed, so resuming keeps it)."""
   if cfg.schedule == 'constant':
@@ -184,9 +212,13 @@ class _PreReduced:
     return list(grads_and_vars)
 
 
-def make_optimizer(cfg, total_steps):
+def make_optimizer(cfg, total_steps, encoder=False):
+  """The optimizer of the colorizer's own layers, or (encoder=True) of a fine-tuned encoder's."""
   base = {'adam': keras.optimizers.Adam, 'sgd': keras.optimizers.SGD}[cfg.optimizer]
-  optimizer = type(base.__name__, (_PreReduced, base), {})(learning_rate(cfg, total_steps))
+  rate = learning_rate(cfg, total_steps)
+  if encoder:
+    rate = DelayedSchedule(rate, cfg.fine_tune_from, (total_steps - cfg.fine_tune_from) // 10, cfg.encoder_lr_scale)
+  optimizer = type(base.__name__, (_PreReduced, base), {})(rate)
   if cfg.precision == 'mixed_float16':   # bfloat16 has float32's range: no loss scaling needed
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   return optimizer
@@ -224,13 +256,21 @@ class Trainer:
       with strategy.scope():
         self.model = model_lib.build(cfg.model, cfg.loss, self.image_size, meta['embedder']['dim'], cfg.width,
                                      hints=cfg.hints, **_model_args(cfg, encoder))
-        optimizer = make_optimizer(cfg, total_steps)
-        optimizer.build(self.model.trainable_variables)   # now, so a checkpoint restores its slots at once
-        self.optimizer = optimizer
+        # With --fine-tune-from the encoder's variables have their own optimizer (a delayed, smaller rate).
+        tuned = {id(v) for v in model_lib.encoder_of(self.model).trainable_variables} if cfg.fine_tune_from else ()
+        self._tuned = [id(v) in tuned for v in self.model.trainable_variables]
+        self._optimizers = []
+        for is_encoder in ((False, True) if cfg.fine_tune_from else (False,)):
+          optimizer = make_optimizer(cfg, total_steps, encoder=is_encoder)
+          # built now, so a checkpoint restores its slots at once
+          optimizer.build([v for v, t in zip(self.model.trainable_variables, self._tuned) if t == is_encoder])
+          self._optimizers.append(optimizer)
+        self.optimizer = self._optimizers[0]
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
     finally:
       keras.config.set_dtype_policy(previous)
-    self.checkpoint = tf.train.Checkpoint(step=self.step, model=self.model, optimizer=self.optimizer)
+    tracked = {'encoder_optimizer': self._optimizers[1]} if cfg.fine_tune_from else {}
+    self.checkpoint = tf.train.Checkpoint(step=self.step, model=self.model, optimizer=self.optimizer, **tracked)
     # --xla compiles each replica's forward and backward pass (synchronised batch norm all-reduces inside it);
     # the gradient all-reduce and the update stay in the TF graph. Without XLA the pass is not a nested
     # tf.function: MirroredStrategy cannot merge_call (batch norm's all-reduce) from one, and inside XLA it only
@@ -262,7 +302,8 @@ class Trainer:
     loss, summed = reduced[0], dict(zip(present, reduced[1:]))
     grads = [summed.get(i) for i in range(len(grads))]
     grads_finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in summed.values()])
-    self.optimizer.apply(grads, variables)
+    for is_encoder, optimizer in zip((False, True), self._optimizers):
+      optimizer.apply(*zip(*[(g, v) for g, v, t in zip(grads, variables, self._tuned) if t == is_encoder]))
     if self.cfg.precision == 'mixed_float16':
       # Overflowing float16 gradients are routine: the loss-scale optimizer skips the step and halves its scale.
       return loss, tf.math.is_finite(loss)
@@ -356,7 +397,8 @@ def _model_args(cfg, encoder):
   """model_lib.build's arguments for the unet's encoder and output stride (none for the other models)."""
   if not encoder:
     return {}
-  return {'encoder': encoder['name'], 'encoder_weights': encoder['weights'], 'output_stride': cfg.output_stride}
+  return {'encoder': encoder['name'], 'encoder_weights': encoder['weights'], 'output_stride': cfg.output_stride,
+          'fine_tune_encoder': bool(cfg.fine_tune_from)}
 
 
 def _run_info(cfg, meta, encoder, replicas):
@@ -366,7 +408,9 @@ def _run_info(cfg, meta, encoder, replicas):
           'data': cfg.data,
           'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate,
           'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix,
-          'temperature': cfg.temperature, 'hints': cfg.hints}
+          'temperature': cfg.temperature, 'hints': cfg.hints,
+          'fine_tune_from': cfg.fine_tune_from or None,
+          'encoder_lr_scale': cfg.encoder_lr_scale if cfg.fine_tune_from else None}
 
 
 def _check(cfg):
@@ -381,6 +425,12 @@ def _check(cfg):
                          '>= 1, --steps-per-epoch >= 0')
   if cfg.optimizer not in OPTIMIZERS:
     raise app.UsageError(f'--optimizer must be one of {OPTIMIZERS}')
+  if cfg.fine_tune_from and cfg.model not in model_lib.PRETRAINED:
+    raise app.UsageError(f'--fine-tune-from trains a pretrained encoder: only --model {"/".join(model_lib.PRETRAINED)} '
+                         f'has one (--model {cfg.model})')
+  if cfg.fine_tune_from and cfg.precision == 'mixed_float16':
+    # Two optimizers would keep two loss scales, and the loss is scaled by one of them.
+    raise app.UsageError('--fine-tune-from does not support --precision mixed_float16; use mixed_bfloat16 or float32')
 
 
 def _next_loop(trainer, iterator, num_steps, files, meta):
