@@ -17,11 +17,11 @@ $(STAMP): setup.py constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# The demo colours with the unet (a frozen ImageNet MobileNetV2 as its encoder) when ImageNet weights can be had:
-# DEMO_WEIGHTS (default: Keras' download, cached in ~/.keras/models) or a local weights file of the full
-# classifier. Offline it says so on one line and falls back to random weights and the beta model (no encoder to
-# pretrain), whose colour is a sepia guess. 128 px, half width, classification, cosine schedule, zoom: as the
-# quality study found best on a CPU (BENCHMARKS.md, Quality).
+# The demo colours with the unet (an ImageNet MobileNetV2 as its encoder, fine-tuned after a fifth of the steps)
+# when ImageNet weights can be had: DEMO_WEIGHTS (default: Keras' download, cached in ~/.keras/models) or a
+# local weights file of the full classifier. Offline it says so on one line and falls back to random weights and
+# the beta model (no encoder to pretrain), whose colour is a sepia guess. 128 px, half width, classification,
+# cosine schedule, zoom: as the quality study found best on a CPU (BENCHMARKS.md, Quality).
 DEMO_WEIGHTS ?= imagenet
 # Then it colours the photo again with three hints (README.md): sky blue where the demo's model put a pink
 # halo, and green on the field, which it leaves bluish.

@@ -3,8 +3,9 @@ r"""What GPUs would ask of the input pipeline: GFLOP per training image and the 
   python benchmarks/projection.py --input-rate 1263 [--utilisation 0.35] [--gpus 8]
 
 GFLOP per training image = 2 x the multiply-adds of the convolutions and dense layers, x 3 for trainable ones
-(forward, and a backward pass of about twice the forward), x 1 for the unet's frozen encoder (forward only);
-everything else is a rounding error. The unet is counted with its default MobileNetV2 encoder. Images/s a GPU
+(forward, and a backward pass of about twice the forward), x 1 for the unet's frozen encoder (forward only;
+x 3 too while it is fine-tuned: trainer.task's default from a fifth of the run); everything else is a rounding
+error. The unet is counted with its default MobileNetV2 encoder. Images/s a GPU
 would train = utilisation x its dense bf16 peak / GFLOP per image. Cores = those images/s x --gpus / --input-rate
 (records/s one core of the input pipeline delivers: benchmarks/train.py --input-only under taskset -c 0).
 No GPU was used: these are projections from datasheet peaks.
@@ -46,23 +47,24 @@ def _macs(layer):
 def training_gflop(model):
   """GFLOP per training image: 2 FLOP per multiply-add; a trainable layer costs its forward pass and a backward
   pass of about twice that; a frozen one (the unet's pretrained encoder, below every trainable layer) only its
-  forward pass: nothing needs its gradients."""
-  total = 0
-  for layer in model.layers:
-    if isinstance(layer, keras.Model):   # a nested model: the unet's encoder
-      total += sum(_macs(l) * (3 if l.trainable and layer.trainable else 1) for l in layer.layers)
-    else:
-      total += _macs(layer) * (3 if layer.trainable else 1)
-  return 2 * total / 1e9
+  forward pass: nothing needs its gradients. Nested models (the unet's encoder wraps the classifier) are walked
+  down to their layers; a layer trains only if it and every model around it are trainable."""
+  def macs(layer, trainable):
+    if isinstance(layer, keras.Model):
+      return sum(macs(inner, trainable and layer.trainable) for inner in layer.layers)
+    return _macs(layer) * (3 if trainable and layer.trainable else 1)
+  return 2 * macs(model, True) / 1e9
 
 
 def main(argv):
   del argv
   rate = FLAGS['input-rate'].value
   rows = []
-  for name in model_lib.MODELS:
+  # The unet twice: its encoder frozen (the first fifth of a default run), then fine-tuned (the rest).
+  variants = [(name, {}) for name in model_lib.MODELS] + [('unet, encoder fine-tuned', {'fine_tune_encoder': True})]
+  for name, kw in variants:
     for size in (128, 256):
-      gflop = training_gflop(model_lib.build(name, 'classification', size, 1000))
+      gflop = training_gflop(model_lib.build(name.split(',')[0], 'classification', size, 1000, **kw))
       rows.append((name, size, gflop))
   peaks = ' | '.join(f'{g} img/s per GPU | cores for {FLAGS.gpus}' for g in PEAK_BF16_TFLOPS)
   print(f'| model | px | GFLOP per training image | {peaks} |')

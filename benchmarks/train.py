@@ -2,6 +2,7 @@ r"""Does the input pipeline hide behind the training step? (DESIGN.md target: re
 
   python benchmarks/train.py [--data DIR] [--batch-size 8] [--steps 10] [--width 1.0] [--strategy auto]
       [--model fusion|beta] [--loss mse|classification] [--zoom 0.5] [--steps-per-loop 10] [--xla] [--input-only]
+      [--fine-tune-from 1]
 
 Prints, in one run and on the same batches:
   input     records/s the tf.data pipeline alone delivers (read, parse, inflate, draw flips and zooms: the
@@ -13,7 +14,8 @@ Prints, in one run and on the same batches:
   real      images/s of real training on the records (the trainer's own input pipeline), K steps per call
 Synthetic and real alternate (two rounds each) so that other load on the machine hits both alike. Without
 --data, the scikit-image sample photos are preprocessed into a temporary directory first (DirectRunner).
-The batch size defaults to 8 here (trainer.task's default is 16).
+The batch size defaults to 8 here (trainer.task's default is 16). The unet's encoder is frozen here unless
+--fine-tune-from says otherwise (any step: the encoder's backward pass then runs on every step timed).
 """
 import os
 import subprocess
@@ -84,7 +86,8 @@ def main(argv):
   meta = data.load_metadata(records)
   files = data.shards(records, 'train', meta)
   cfg = task.Config(data=records, job_dir='', batch_size=FLAGS['batch-size'].value, model=FLAGS.model,
-                    loss=FLAGS.loss, width=FLAGS.width, strategy=FLAGS.strategy, xla=FLAGS.xla)
+                    loss=FLAGS.loss, width=FLAGS.width, strategy=FLAGS.strategy, xla=FLAGS.xla,
+                    fine_tune_from=FLAGS['fine-tune-from'].value or 0)
   global_batch = cfg.batch_size * strategy.num_replicas_in_sync
   real = data.dataset(files, meta, global_batch, training=True, shuffle_buffer=256, zoom=FLAGS.zoom)
   load_before = os.getloadavg()[0]

@@ -305,6 +305,23 @@ def test_fine_tuning_moves_the_encoder_only_from_its_step_and_never_its_batch_no
     task._check(_config(records, tmp_path, model='fusion', fine_tune_from=2))
 
 
+def test_by_default_the_encoder_is_fine_tuned_from_a_fifth_of_the_run_and_a_resume_keeps_that_step(records, tmp_path):
+  job = tmp_path / 'job'
+  task.train(_config(records, job, steps_per_epoch=5, hints=False))   # the default model: unet
+  run = jobdir.read_run(jobdir.paths(str(job)))
+  assert run['fine_tune_from'] == 1 and run['encoder_lr_scale'] == 0.1
+  ckpt = tf.train.latest_checkpoint(str(job / 'checkpoints'))
+  assert any(n.startswith('encoder_optimizer/') for n, _ in tf.train.list_variables(ckpt))
+  # Twice as long now (a fifth would be step 2), but the checkpoints were made with step 1: it stays.
+  assert task.train(_config(records, job, epochs=2, steps_per_epoch=5, hints=False))['step'] == 10
+  assert jobdir.read_run(jobdir.paths(str(job)))['fine_tune_from'] == 1
+  resolve = task.resolve_fine_tune
+  assert resolve(_config(records, job, model='fusion'), 100).fine_tune_from == 0
+  assert resolve(_config(records, job, precision='mixed_float16'), 100).fine_tune_from == 0
+  assert resolve(_config(records, job, fine_tune_from=0), 100).fine_tune_from == 0
+  assert resolve(_config(records, job), 100, previous_run={'fine_tune_from': None}).fine_tune_from == 0
+
+
 def test_xla_step_matches_the_graph_step_and_refuses_cpu_replicas(records):
   meta = data.load_metadata(records)
   batch = _fixed_batch(records, meta)

@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import keras
 import numpy as np
@@ -81,8 +82,9 @@ class Config:
   # no worse than the same recipe trained without them (BENCHMARKS.md, Hints)
   hints: bool = True
   # unet: from this step on the encoder trains too, at encoder_lr_scale x the learning rate (ramped up over a
-  # tenth of the remaining steps), its batch norm kept in inference mode; 0: frozen throughout.
-  fine_tune_from: int = 0
+  # tenth of the remaining steps), its batch norm kept in inference mode; 0: frozen throughout. None: a fifth of
+  # the run (FINE_TUNE_AFTER), which beat the frozen encoder on every quality measure (BENCHMARKS.md, Quality).
+  fine_tune_from: Optional[int] = None
   encoder_lr_scale: float = 0.1
 
 
@@ -132,7 +134,8 @@ flags.DEFINE_boolean('hints', Config.hints, 'Train with random hint points from 
                      'automatic only.')
 flags.DEFINE_enum('optimizer', Config.optimizer, OPTIMIZERS, 'adam, or sgd (plain gradient descent).')
 flags.DEFINE_integer('fine-tune-from', Config.fine_tune_from, 'unet: train the encoder too from this step on '
-                     '(its batch norm stays in inference mode); 0: keep it frozen.', lower_bound=0)
+                     '(its batch norm stays in inference mode); 0: keep it frozen. Default: from a fifth of the '
+                     'run (a resumed run keeps the step it began with).', lower_bound=0)
 flags.DEFINE_float('encoder-lr-scale', Config.encoder_lr_scale, 'unet with --fine-tune-from: the encoder\'s '
                    'learning rate as a multiple of the decoder\'s, reached over a tenth of the remaining steps.',
                    lower_bound=0.0)
@@ -243,7 +246,8 @@ class Trainer:
   """Model, optimizer, step counter and the distributed train loop, built under `strategy`."""
 
   def __init__(self, cfg, meta, strategy, total_steps, encoder=None):
-    """encoder: encoder_info(cfg, meta), computed by the caller when it has it (it reads the weights file)."""
+    """encoder: encoder_info(cfg, meta), computed by the caller when it has it (it reads the weights file).
+    cfg.fine_tune_from None counts as 0 (frozen) here: train() resolves the default first (resolve_fine_tune)."""
     _check_xla(cfg, strategy)
     self.cfg, self.strategy = cfg, strategy
     encoder = encoder or encoder_info(cfg, meta)
@@ -408,9 +412,31 @@ def _run_info(cfg, meta, encoder, replicas):
           'data': cfg.data,
           'precision': cfg.precision, 'batch_size': cfg.batch_size, 'learning_rate': cfg.learning_rate,
           'schedule': cfg.schedule, 'zoom': cfg.zoom, 'rebalance_mix': cfg.rebalance_mix,
-          'temperature': cfg.temperature, 'hints': cfg.hints,
+          'temperature': cfg.temperature, 'hints': cfg.hints, 'seed': cfg.seed,
           'fine_tune_from': cfg.fine_tune_from or None,
           'encoder_lr_scale': cfg.encoder_lr_scale if cfg.fine_tune_from else None}
+
+
+# The default fine-tuning step as a share of the run: the quality study's 500 of 2,500 steps.
+FINE_TUNE_AFTER = 0.2
+
+
+def resolve_fine_tune(cfg, total_steps, previous_run=None):
+  """cfg with --fine-tune-from's default (None) made a step: the one a resumed run began with (previous_run: its
+  run.json), else a fifth of total_steps for a model with a pretrained encoder, else 0 (frozen, or no encoder)."""
+  if cfg.fine_tune_from is not None:
+    return cfg
+  if previous_run is not None:
+    step = previous_run.get('fine_tune_from') or 0   # whatever its length is now: the checkpoints must match
+  elif cfg.model not in model_lib.PRETRAINED:
+    step = 0
+  elif cfg.precision == 'mixed_float16':
+    logging.warning('the unet\'s encoder stays frozen: fine-tuning it does not support --precision '
+                    'mixed_float16 (use mixed_bfloat16 or float32 to train it too; --fine-tune-from 0 says frozen)')
+    step = 0
+  else:
+    step = int(total_steps * FINE_TUNE_AFTER)
+  return dataclasses.replace(cfg, fine_tune_from=step)
 
 
 def _check(cfg):
@@ -425,6 +451,10 @@ def _check(cfg):
                          '>= 1, --steps-per-epoch >= 0')
   if cfg.optimizer not in OPTIMIZERS:
     raise app.UsageError(f'--optimizer must be one of {OPTIMIZERS}')
+  _check_fine_tune(cfg)
+
+
+def _check_fine_tune(cfg):
   if cfg.fine_tune_from and cfg.model not in model_lib.PRETRAINED:
     raise app.UsageError(f'--fine-tune-from trains a pretrained encoder: only --model {"/".join(model_lib.PRETRAINED)} '
                          f'has one (--model {cfg.model})')
@@ -469,10 +499,13 @@ def train(cfg):
   encoder = encoder_info(cfg, meta)
   p = jobdir.paths(cfg.job_dir)
   jobdir.check_global_batch(p, cfg.batch_size, strategy.num_replicas_in_sync)
-  jobdir.check_or_write_run(p, _run_info(cfg, meta, encoder, strategy.num_replicas_in_sync), write=chief)
-
   global_batch = cfg.batch_size * strategy.num_replicas_in_sync
   steps_per_epoch = cfg.steps_per_epoch or max(1, meta['counts']['train'] // global_batch)
+  cfg = resolve_fine_tune(cfg, cfg.epochs * steps_per_epoch,
+                          jobdir.read_run(p) if tf.io.gfile.exists(p.run_file) else None)
+  _check_fine_tune(cfg)
+  jobdir.check_or_write_run(p, _run_info(cfg, meta, encoder, strategy.num_replicas_in_sync), write=chief)
+
   trainer = Trainer(cfg, meta, strategy, total_steps=cfg.epochs * steps_per_epoch, encoder=encoder)
   # Every worker saves (saving may need them all), but only the chief into the real directory.
   own_dir = p.checkpoints if chief else tempfile.mkdtemp(prefix=f'colorizer-{name}-')
