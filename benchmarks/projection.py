@@ -61,11 +61,11 @@ def main(argv):
   rate = FLAGS['input-rate'].value
   rows = []
   # The unet twice: its encoder frozen (the first fifth of a default run), then fine-tuned (the rest).
-  variants = [(name, {}) for name in model_lib.MODELS] + [('unet, encoder fine-tuned', {'fine_tune_encoder': True})]
-  for name, kw in variants:
+  variants = [(name, name, {}) for name in model_lib.MODELS] + [
+      ('unet, encoder fine-tuned', 'unet', {'fine_tune_encoder': True})]
+  for label, name, kw in variants:
     for size in (128, 256):
-      gflop = training_gflop(model_lib.build(name.split(',')[0], 'classification', size, 1000, **kw))
-      rows.append((name, size, gflop))
+      rows.append((label, size, training_gflop(model_lib.build(name, 'classification', size, 1000, **kw))))
   peaks = ' | '.join(f'{g} img/s per GPU | cores for {FLAGS.gpus}' for g in PEAK_BF16_TFLOPS)
   print(f'| model | px | GFLOP per training image | {peaks} |')
   print('|---|---|---|' + '---|---|' * len(PEAK_BF16_TFLOPS))

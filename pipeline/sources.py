@@ -5,6 +5,7 @@ Paths go through Beam's FileSystems, so local folders, globs and gs:// prefixes 
 import functools
 import hashlib
 import importlib.resources
+import itertools
 import json
 import os
 import re
@@ -85,13 +86,8 @@ def child_patterns(root):
 
 
 def _chunks(paths):
-  chunk = []
-  for path in paths:
-    chunk.append(path)
-    if len(chunk) == LISTED_CHUNK:
-      yield zlib.compress(json.dumps(chunk).encode(), 1)
-      chunk = []
-  if chunk:
+  paths = iter(paths)
+  while chunk := list(itertools.islice(paths, LISTED_CHUNK)):
     yield zlib.compress(json.dumps(chunk).encode(), 1)
 
 
