@@ -83,7 +83,7 @@ class Config:
   hints: bool = True
   # unet: from this step on the encoder trains too, at encoder_lr_scale x the learning rate (ramped up over a
   # tenth of the remaining steps), its batch norm kept in inference mode; 0: frozen throughout. None: a fifth of
-  # the run (FINE_TUNE_AFTER), which beat the frozen encoder on every quality measure (BENCHMARKS.md, Quality).
+  # the run (FINE_TUNE_AFTER), +0.25 dB PSNR over the frozen encoder on average (BENCHMARKS.md, Quality).
   fine_tune_from: Optional[int] = None
   encoder_lr_scale: float = 0.1
 
@@ -426,10 +426,10 @@ def resolve_fine_tune(cfg, total_steps, previous_run=None):
   run.json), else a fifth of total_steps for a model with a pretrained encoder, else 0 (frozen, or no encoder)."""
   if cfg.fine_tune_from is not None:
     return cfg
-  if previous_run is not None:
+  if cfg.model not in model_lib.PRETRAINED:
+    step = 0   # (a job dir of another model is then refused by jobdir.check_or_write_run, naming the model)
+  elif previous_run is not None:
     step = previous_run.get('fine_tune_from') or 0   # whatever its length is now: the checkpoints must match
-  elif cfg.model not in model_lib.PRETRAINED:
-    step = 0
   elif cfg.precision == 'mixed_float16':
     logging.warning('the unet\'s encoder stays frozen: fine-tuning it does not support --precision '
                     'mixed_float16 (use mixed_bfloat16 or float32 to train it too; --fine-tune-from 0 says frozen)')
@@ -501,12 +501,12 @@ def train(cfg):
   jobdir.check_global_batch(p, cfg.batch_size, strategy.num_replicas_in_sync)
   global_batch = cfg.batch_size * strategy.num_replicas_in_sync
   steps_per_epoch = cfg.steps_per_epoch or max(1, meta['counts']['train'] // global_batch)
-  cfg = resolve_fine_tune(cfg, cfg.epochs * steps_per_epoch,
-                          jobdir.read_run(p) if tf.io.gfile.exists(p.run_file) else None)
+  total_steps = cfg.epochs * steps_per_epoch
+  cfg = resolve_fine_tune(cfg, total_steps, jobdir.read_run(p) if tf.io.gfile.exists(p.run_file) else None)
   _check_fine_tune(cfg)
   jobdir.check_or_write_run(p, _run_info(cfg, meta, encoder, strategy.num_replicas_in_sync), write=chief)
 
-  trainer = Trainer(cfg, meta, strategy, total_steps=cfg.epochs * steps_per_epoch, encoder=encoder)
+  trainer = Trainer(cfg, meta, strategy, total_steps=total_steps, encoder=encoder)
   # Every worker saves (saving may need them all), but only the chief into the real directory.
   own_dir = p.checkpoints if chief else tempfile.mkdtemp(prefix=f'colorizer-{name}-')
   manager = tf.train.CheckpointManager(trainer.checkpoint, own_dir, max_to_keep=3)
