@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from serving import hints as hints_lib
-from trainer import export
+from trainer import jobdir
 
 SIGNATURES = ('serving_default', 'colorize_png', 'raw')
 OPTIONAL_SIGNATURES = ('colorize_hints', 'colorize_hints_png', 'suggest_colours')   # --hints, classification
@@ -89,7 +89,7 @@ class Colorizer:
     self.info = self._read_info()
 
   def _read_info(self):
-    path = posixpath.join(self.path, export.INFO_FILE)
+    path = posixpath.join(self.path, jobdir.INFO_FILE)
     try:
       with tf.io.gfile.GFile(path) as f:
         return json.load(f)

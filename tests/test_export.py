@@ -148,7 +148,7 @@ def test_saved_model_cli_lists_the_signatures(trained):
 
 def test_colorizer_json_describes_the_model(trained, records):
   cfg, path = trained
-  info = json.loads(open(os.path.join(path, export.INFO_FILE)).read())
+  info = json.loads(open(os.path.join(path, jobdir.INFO_FILE)).read())
   meta = schema.read_metadata(records)
   assert info['image_size'] == SIZE and info['embedder'] == meta['embedder']
   assert info['ab_histogram'] == meta['ab_histogram']
@@ -172,7 +172,7 @@ def test_export_command_honours_aip_model_dir(records, tmp_path):
   loaded = tf.saved_model.load(str(target))
   l = _val(records)['lab'][..., :1]
   np.testing.assert_allclose(loaded.signatures['raw'](l=l)['ab'], _trainer_ab(cfg, l), atol=1e-3)
-  info = json.loads((target / export.INFO_FILE).read_text())
+  info = json.loads((target / jobdir.INFO_FILE).read_text())
   assert (info['model'], info['loss'], info['step'], info['annealed_mean_temperature']) == ('beta', 'mse', 1, None)
 
 

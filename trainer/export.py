@@ -39,7 +39,6 @@ from absl import app, flags, logging
 from pipeline import colour, embedder, letterbox
 from trainer import abbins, console, hints as hints_lib, jobdir, model as model_lib
 
-INFO_FILE = posixpath.join('assets.extra', 'colorizer.json')
 JPEG_QUALITY = 95
 STRIP = 65536   # pixels coloured at a time at full resolution (see ColorizerModule._colorize)
 
@@ -253,7 +252,7 @@ def save(module, info, final, staged=True):
   try:
     tf.saved_model.save(module, target, signatures=module.signatures())
     tf.io.gfile.makedirs(posixpath.join(target, 'assets.extra'))
-    with tf.io.gfile.GFile(posixpath.join(target, INFO_FILE), 'w') as f:
+    with tf.io.gfile.GFile(posixpath.join(target, jobdir.INFO_FILE), 'w') as f:
       f.write(json.dumps(info, indent=2, sort_keys=True))
     if staged:
       _publish(target, final)

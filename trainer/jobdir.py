@@ -1,8 +1,11 @@
-"""Where a training job keeps its things, and the record of what its checkpoints are.
+"""Where a training job keeps its things, the record of what its checkpoints are, and the export's file names.
 
   JOB_DIR/checkpoints/   tf.train.CheckpointManager files and run.json   ($AIP_CHECKPOINT_DIR on Vertex AI)
   JOB_DIR/logs/          TensorBoard: train/ and val/                    ($AIP_TENSORBOARD_LOG_DIR)
   JOB_DIR/export/N/      numbered SavedModels, TF Serving layout         ($AIP_MODEL_DIR: the SavedModel itself)
+  JOB_DIR/export/N/assets.extra/colorizer.json   what the export is (INFO_FILE), for the serving front ends
+
+This module imports no model code, so the front ends that load an export can use its names cheaply.
 
 run.json describes the model the checkpoints belong to (architecture, loss, data contract, ab histogram), so
 that `python -m trainer.export --job-dir` needs nothing else and a resumed run cannot load another model's
@@ -16,6 +19,7 @@ import posixpath
 import tensorflow as tf
 
 RUN_FILE = 'run.json'
+INFO_FILE = posixpath.join('assets.extra', 'colorizer.json')
 # What must agree for checkpoints to be resumed: everything that shapes the variables or the data they fit.
 MODEL_KEYS = ('model', 'loss', 'width', 'image_size', 'embedder', 'encoder', 'output_stride', 'hints', 'fine_tune_from')
 # What a run.json written before a key existed meant by its absence.
