@@ -15,9 +15,10 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from pipeline import cloud, colour
+from pipeline import cloud, colour, schema
 
 RANDOM_SEED = 1234  # 'random' weights are seeded so that every stage rebuilds the same embedder
 
@@ -157,7 +158,7 @@ def describe(name, weights, precision):
   """What metadata.json records of the embedder, so later stages rebuild (or refuse) the same one."""
   spec = SPECS[name]
   info = {'name': name, 'weights': weights, 'precision': precision, 'dim': spec.dim,
-          'dtype': 'float16', 'input_size': spec.input_size}
+          'dtype': np.dtype(schema.EMBEDDING_DTYPE).name, 'input_size': spec.input_size}
   if weights not in ('random', 'imagenet') and '://' not in weights:
     info['weights_sha256'] = sha256(weights)
   return info

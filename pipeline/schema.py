@@ -33,7 +33,7 @@ SPLITS = ('train', 'val')
 
 L_SCALE = 255.0 / 100.0
 AB_OFFSET = 128.0
-EMBEDDING_DTYPE = 'float16'
+EMBEDDING_DTYPE = '<f2'   # numpy's little-endian float16: the embedding's stored bytes
 
 # ab histogram of the training split (for class rebalancing): 23 x 23 cells of 10 Lab units; cell i covers
 # [-115 + 10 i, -105 + 10 i) and is centred on -110 + 10 i, as Zhang et al. (2016) centre their ab bins, so the
@@ -94,19 +94,20 @@ def ab_histogram(lab, box):
   return tf.reshape(counts, [AB_HIST_BINS, AB_HIST_BINS])
 
 
-def serialize(key, label, synset, lab_png, box, size, embedding):
-  """One record's bytes. Every field is a bytes or int64 list: float lists are slow to build and big."""
+def serialize(key, label, synset, lab_planes, box, size, embedding):
+  """One record's bytes; lab_planes is the stored canvas (encode_lab). Every field is a bytes or int64 list:
+  float lists are slow to build and big."""
   from tensorflow.core.example import example_pb2, feature_pb2
   f = feature_pb2.Feature
   feats = {
       'key': f(bytes_list=feature_pb2.BytesList(value=[key.encode()])),
       'label': f(int64_list=feature_pb2.Int64List(value=[int(label)])),
       'synset': f(bytes_list=feature_pb2.BytesList(value=[synset.encode()])),
-      'lab': f(bytes_list=feature_pb2.BytesList(value=[lab_png])),
+      'lab': f(bytes_list=feature_pb2.BytesList(value=[lab_planes])),
       'box': f(int64_list=feature_pb2.Int64List(value=[int(v) for v in box])),
       'size': f(int64_list=feature_pb2.Int64List(value=[int(v) for v in size])),
       'embedding': f(bytes_list=feature_pb2.BytesList(
-          value=[np.asarray(embedding, dtype='<f2').tobytes()])),
+          value=[np.asarray(embedding, dtype=EMBEDDING_DTYPE).tobytes()])),
   }
   # deterministic: map entries in key order. Otherwise their order follows the process's string hashing, and the
   # same record had other bytes in another worker process (seen: in-process vs multi_processing runs).
@@ -241,4 +242,4 @@ def dequantize_lab_np(q):
 
 
 def embedding_np(raw):
-  return np.frombuffer(raw, dtype='<f2').astype(np.float32)
+  return np.frombuffer(raw, dtype=EMBEDDING_DTYPE).astype(np.float32)
