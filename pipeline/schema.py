@@ -19,8 +19,10 @@ use its constants and metadata helpers: the `tfrecord` package cannot share a pr
 import json
 import posixpath
 import re
+import struct
 import zlib
 
+import google_crc32c
 import numpy as np
 
 SCHEMA_VERSION = 2
@@ -112,6 +114,21 @@ def serialize(key, label, synset, lab_planes, box, size, embedding):
   # deterministic: map entries in key order. Otherwise their order follows the process's string hashing, and the
   # same record had other bytes in another worker process (seen: in-process vs multi_processing runs).
   return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString(deterministic=True)
+
+
+def frame(record):
+  """A record's bytes in a TFRecord file: its length (uint64), the masked CRC-32C of the length, the record, the
+  masked CRC-32C of the record (little-endian), as TensorFlow's writer frames it. Framed records concatenate into
+  a valid file, which is how the job assembles its shards from the work units' pieces."""
+  length = struct.pack('<Q', len(record))
+  return b''.join([length, struct.pack('<I', _masked_crc32c(length)),
+                   record, struct.pack('<I', _masked_crc32c(record))])
+
+
+def _masked_crc32c(data):
+  # TFRecord's mask: a CRC of data that holds CRCs of itself is weak, so the stored value is rotated and offset.
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
 
 
 # ---------------------------------------------------------------- TensorFlow: reader side

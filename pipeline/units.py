@@ -14,7 +14,6 @@ import apache_beam as beam
 import numpy as np
 from absl import logging
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
 from pipeline import decode, quiet, resume, schema, shards, sources
@@ -230,7 +229,7 @@ class WriteUnit(beam.DoFn):
 
         def write(f, records=records):
           for _, raw in records:
-            _TFRecordUtil.write_record(f, raw)
+            f.write(schema.frame(raw))
         resume.write_atomically(resume.piece(self._output, unit, split), write, self._output)
     for split, n in written.items():
       Metrics.counter(NAMESPACE, f'written_{split}').inc(n)
