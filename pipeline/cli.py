@@ -19,6 +19,7 @@ comes from the annotation: str, int, float, bool (--x / --nox), Optional[...] of
 (a repeatable string flag). `dataclasses.asdict(cfg)` is then the whole configuration, the thing a run records.
 """
 import dataclasses
+import sys
 import typing
 
 from absl import app, flags
@@ -56,11 +57,11 @@ def _default(f):
   return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def define(cls, flag_values=FLAGS):
-  """Define one flag per flag field of cls on flag_values."""
+def define(cls, flag_values=FLAGS, module_name=None):
+  """Define one flag per flag field of cls on flag_values, as flags of module_name (default: this module)."""
   for f, name, kind in flag_fields(cls):
     m, default = f.metadata, _default(f)
-    kw = dict(flag_values=flag_values)
+    kw = dict(flag_values=flag_values, **({'module_name': module_name} if module_name else {}))
     if kind is list:
       flags.DEFINE_multi_string(name, default, m['help'], **kw)
     elif kind is bool:
@@ -109,9 +110,19 @@ def run(main, cls, known_only=False):
   """absl's app.run for an entry point: define cls's flags on FLAGS, parse, call main(config, argv).
 
   known_only: flags cls does not define stay in argv (the Beam job hands them to PipelineOptions)."""
-  define(cls)
-  parser = (lambda argv: FLAGS(argv, known_only=True)) if known_only else None
-  app.run(lambda argv: main(from_flags(cls), argv), **({'flags_parser': parser} if parser else {}))
+  # As the main module's flags (absl's key for it is argv[0]): --help lists the flags of the main module only.
+  define(cls, module_name=sys.argv[0])
+  app.run(lambda argv: main(from_flags(cls), argv), **({'flags_parser': _parse_known} if known_only else {}))
+
+
+def _parse_known(argv):
+  """FLAGS(argv, known_only=True), and a bad value reported as absl reports it without known_only (a custom
+  parser's flags.Error would otherwise reach the user as a traceback)."""
+  try:
+    return FLAGS(argv, known_only=True)
+  except flags.Error as e:
+    sys.stderr.write(f'FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on flags.\n')
+    sys.exit(1)
 
 
 def as_flags(cfg):
