@@ -15,8 +15,8 @@ import sys
 import pytest
 import tensorflow as tf
 
-from conftest import MOBILENET_WEIGHTS, REPO
 from gcs import FORBIDDEN_BUCKET, gcs, no_credentials_env  # noqa: F401  (gcs is the fixture)
+from paths import MOBILENET_WEIGHTS, REPO
 from pipeline import preprocess, schema, sources
 
 RANDOM = ['--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--runner', 'DirectRunner']

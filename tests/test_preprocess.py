@@ -12,7 +12,7 @@ import tensorflow as tf
 from absl import app
 
 import corpus
-from conftest import REPO
+from paths import REPO
 from pipeline import job, preprocess, schema, sources
 
 RANDOM = ['--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--runner', 'DirectRunner']
