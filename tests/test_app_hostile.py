@@ -15,8 +15,8 @@ import psutil
 import pytest
 import tensorflow as tf
 
-import hostile
 import serving_model as sm
+from benchmarks import hostile
 from paths import REPO
 from serving import app, server as http_server
 
