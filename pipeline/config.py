@@ -3,9 +3,10 @@ what follows from it: the command a resumed run must match, and the description 
 
 A field made with output_bytes=True decides the bytes of the output; command() is those fields, so that a flag
 added with it cannot be forgotten by the resume check. Beam's own options (the runner, workers) are no fields:
-they do not change a byte, so a job started on one runner may be finished on another. A module of its own
-(not pipeline/preprocess.py, which runs as __main__) because the job's DoFns carry the config to the workers,
-which unpickle it by module name; TensorFlow-free, so that a worker imports TensorFlow only where it means to.
+they do not change a byte, so a job started on one runner may be finished on another. A module of its own, not
+pipeline/preprocess.py (which runs as __main__: what is pickled for the workers must unpickle by module name), and
+TensorFlow-free: pipeline/job.py imports it, and every worker imports job.py, where TensorFlow must come in only
+through pipeline.quiet.
 """
 import dataclasses
 from typing import Optional
