@@ -137,16 +137,17 @@ def tensor_hints(request, i):
   as every hint is, naming the value (instances[i].points[j]); (-1, -1) points are padding and left out."""
   points, colours, radius = (request.inputs[n][i] for n in ('points', 'colours', 'radius'))
   k = len(points)
-  user_hints.check_count(k, where(request, 'points', i), 'points')
+  user_hints.check_count(k, where(request, 'points', i), 'points', padded=True)
   if len(colours) != k or len(radius) != k:
     raise user_hints.HintError(f'{where(request, "points", i)}: {k} points, but {len(colours)} colours and '
                                f'{len(radius)} radii: give each point a colour and a radius (0: the default)')
   hints = []
   for j in range(k):
     x, y = points[j]
-    if x == -1.0 and y == -1.0:
+    if (x, y) == user_hints.PADDING:
       continue
-    hints.append(user_hints.make(x, y, colours[j], radius[j], lambda field, j=j: where(request, field, i, j)))
+    hints.append(user_hints.make(x, y, colours[j], radius[j], lambda field, j=j: where(request, field, i, j),
+                                 padded=True))
   return hints
 
 

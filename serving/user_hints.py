@@ -18,6 +18,7 @@ from serving import errors
 
 MAX_HINTS = 100   # per image: dozens work, and the page's users place a few; more is refused, not truncated
 OUTSIDE = 'is outside the photo: x and y go from 0 to 1 (left to right, top to bottom)'
+PADDING = (-1.0, -1.0)   # the point of no hint in the signature's arrays (arrays pads with it, the model skips it)
 
 
 class HintError(errors.BadInput):
@@ -59,15 +60,18 @@ def _prefix(where, field, label):
   return f'{_name(where, field)}: ' + ('' if callable(where) else label)
 
 
-def check_count(count, where, noun='hints'):
+def check_count(count, where, noun='hints', padded=False):
+  """padded: the count is of the signature's arrays (TF Serving's tensors), padding included."""
   if count > MAX_HINTS:
-    raise HintError(f'{where}: {count} {noun}, more than the {MAX_HINTS} a photo may have')
+    raise HintError(f'{where}: {count} {noun}, more than the {MAX_HINTS} a photo may have'
+                    + (' (padding included)' if padded else ''))
 
 
-def check_point(x, y, where):
+def check_point(x, y, where, padded=False):
   """A point (x, y) inside the photo, or HintError naming it (NaN and infinities are outside too)."""
   if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
-    raise HintError(f'{where}: ({_show(x)}, {_show(y)}) {OUTSIDE}')
+    raise HintError(f'{where}: ({_show(x)}, {_show(y)}) {OUTSIDE}'
+                    + ('; (%g, %g) is padding' % PADDING if padded else ''))
 
 
 def parse_colour(value, where):
@@ -90,13 +94,14 @@ def parse_colour(value, where):
   raise HintError(f'{name}{_show(value)} is not #RRGGBB (or [r, g, b] in 0..255)')
 
 
-def make(x, y, colour, radius=0.0, where='hint'):
+def make(x, y, colour, radius=0.0, where='hint', padded=False):
   """A checked Hint: x, y inside the photo (0..1), a colour, a radius in 0..0.25. where: a string naming the hint,
-  or a function field -> the name of each value (see _name)."""
+  or a function field -> the name of each value (see _name); padded: the values come from the signature's arrays
+  (TF Serving's tensors), whose PADDING points the message of a point outside mentions."""
   for field, label, value in (('points', 'x', x), ('points', 'y', y), ('radius', 'radius', radius)):
     if not _is_number(value) or value != value:
       raise HintError(f'{_name(where, field)}: {label} is {_show(value)}, not a number')
-  check_point(x, y, _name(where, 'points'))
+  check_point(x, y, _name(where, 'points'), padded)
   if not 0.0 <= radius <= 0.25:
     raise HintError(f'{_prefix(where, "radius", "radius ")}{_show(radius)} is not in 0..0.25 (a share of the '
                     'photo\'s long side; 0: the default)')
@@ -137,7 +142,7 @@ def arrays(per_image):
   """Lists of Hints, one per image -> the signature's (points [N, K, 2], colours [N, K, 3], radius [N, K]) as
   float32, padded to the longest list with points at (-1, -1), which the model leaves out."""
   n, k = len(per_image), max([len(h) for h in per_image] + [0])
-  points = np.full([n, k, 2], -1.0, np.float32)
+  points = np.full([n, k, 2], PADDING, np.float32)
   colours = np.zeros([n, k, 3], np.float32)
   radius = np.zeros([n, k], np.float32)
   for i, hints in enumerate(per_image):
