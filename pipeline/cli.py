@@ -80,6 +80,8 @@ def define(cls, flag_values=FLAGS):
     if m['validator']:
       predicate, message = m['validator']
       flags.register_validator(name, predicate, message=message, flag_values=flag_values)
+    if m.get('required'):   # flag(..., required=True): absl refuses a command line without it (default None)
+      flags.mark_flag_as_required(name, flag_values)
 
 
 def from_flags(cls, flag_values=FLAGS, **extra):

@@ -47,7 +47,7 @@ flags.DEFINE_integer('embedder-batch-size', 32, 'Largest batch RunInference give
 flags.DEFINE_integer('image-size', 256, 'Side of the square letterbox canvas.')
 flags.DEFINE_float('val-fraction', 0.1, 'Fraction of inputs (by key hash) in the val split.')
 flags.DEFINE_integer('num-shards', 8, 'Train shards (val gets the same share of shards as of records, >= 1).')
-flags.DEFINE_integer('max-pixels', decode.DEFAULT_MAX_PIXELS, 'Reject images with more pixels (bomb guard).')
+flags.DEFINE_integer('max-pixels', decode.BOMB_GUARD_PIXELS, 'Reject images with more pixels (bomb guard).')
 flags.DEFINE_integer('unit-size', 256, 'Inputs per work unit: the grain that a killed job redoes (at most one '
                      'unit per worker in progress) and that a worker holds in memory.')
 FLAGS = flags.FLAGS

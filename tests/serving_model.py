@@ -15,7 +15,7 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
-from serving import model
+from serving import exported
 
 
 def build_export(root, embedder='mobilenet_v2', width=0.25, photos=6, hints=True):
@@ -70,7 +70,7 @@ def export_dir():
 
 @functools.cache
 def colorizer():
-  return model.Colorizer(export_dir())
+  return exported.Colorizer(export_dir())
 
 
 def jpeg(rgb_or_grey, quality=90):

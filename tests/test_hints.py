@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import serving_model as sm
 from pipeline import preprocess
-from serving import colorize, evaluate, hints as serving_hints, model as serving_model
+from serving import colorize, errors as serving_errors, evaluate, exported as serving_model, user_hints as serving_hints
 from trainer import data, export, hints, jobdir, model as model_lib, propagate, task
 
 SIZE = 64
@@ -277,5 +277,5 @@ def test_a_model_without_hints_refuses_them(tmp_path):
   sm.save_pattern(str(path), size=64)
   plain = serving_model.Colorizer(str(path))
   assert not plain.takes_hints and 'colorize_hints' not in plain.signature_names
-  with pytest.raises(serving_model.ColorizeError, match='trained without hints'):
+  with pytest.raises(serving_errors.Unsupported, match='trained without hints'):
     plain.colorize([sm.png(np.zeros((8, 8), np.uint8))], 'png', [[serving_hints.make(0.5, 0.5, '#ff0000')]])
