@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import embedder, preprocess, schema
-from trainer import data, model as model_lib, task
+from trainer import config, data, loop, model as model_lib, task
 
 SIZE = 64
 
@@ -23,7 +23,7 @@ def records(tmp_path_factory):
 
 
 def _config(records, job_dir, **kw):
-  return task.Config(data=str(records), job_dir=str(job_dir), **dict(
+  return config.Config(data=str(records), job_dir=str(job_dir), **dict(
       dict(epochs=1, steps_per_epoch=2, batch_size=4, width=0.25, strategy='one_device', val_images=0,
            sample_images=0, export=False), **kw))
 
@@ -78,10 +78,10 @@ def test_default_training_finds_the_encoder_weights_through_the_records(records,
   result = task.train(_config(data_dir, tmp_path / 'job'))
   assert result['step'] == 2
   run = json.loads((tmp_path / 'job' / 'checkpoints' / 'run.json').read_text())
-  assert run['model'] == 'unet' and run['encoder'] == {
+  assert run['config']['model'] == 'unet' and run['encoder'] == {
       'name': 'mobilenet_v2', 'weights': str(weights), 'weights_sha256': meta['embedder']['weights_sha256']}
   # The frozen ImageNet trunk is in the checkpoint as loaded, untouched by training.
-  trainer = task.Trainer(_config(data_dir, '/unused'), data.load_metadata(str(data_dir)),
+  trainer = loop.Trainer(_config(data_dir, '/unused'), data.load_metadata(str(data_dir)),
                          tf.distribute.get_strategy(), total_steps=1)
   loaded = [v.numpy() for v in trainer.model.get_layer('encoder_mobilenet_v2').weights]
   trainer.model.get_layer('encoder_mobilenet_v2').set_weights([np.zeros_like(w) for w in loaded])
