@@ -394,6 +394,19 @@ def test_learning_rate_schedules(records):
   assert optimizers.learning_rate(_config(records, '/unused', schedule='constant'), total_steps=1000) == 1e-3
 
 
+def test_the_encoders_delayed_schedule_is_rebuilt_from_its_config():
+  """Keras rebuilds a schedule from get_config (as an optimizer's config holds it): the base schedule included."""
+  cosine = optimizers.learning_rate(config.Config(learning_rate=0.01), total_steps=100)
+  steps = [0, 19, 20, 24, 28, 60, 100]
+  for base in (cosine, 0.01):
+    schedule = optimizers.DelayedSchedule(base, start=20, ramp=8, scale=0.1)
+    rebuilt = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert type(rebuilt) is optimizers.DelayedSchedule
+    want = [float(schedule(step)) for step in steps]
+    assert want[:3] == [0, 0, 0] and want[3] > 0
+    assert [float(rebuilt(step)) for step in steps] == pytest.approx(want)
+
+
 @pytest.mark.parametrize('model,loss', [(m, l) for m in model_lib.MODELS for l in model_lib.LOSSES])
 def test_overfits_a_tiny_set(records, model, loss):
   meta = data.load_metadata(records)

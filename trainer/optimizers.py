@@ -6,6 +6,7 @@ import tensorflow as tf
 WARMUP = 0.02   # share of the steps spent warming up with --schedule cosine
 
 
+@keras.saving.register_keras_serializable(package='colorizer')
 class DelayedSchedule(keras.optimizers.schedules.LearningRateSchedule):
   """`scale` x another schedule, 0 before step `start`, then ramped linearly over `ramp` steps.
 
@@ -14,6 +15,7 @@ class DelayedSchedule(keras.optimizers.schedules.LearningRateSchedule):
   """
 
   def __init__(self, base, start, ramp, scale):
+    """base: a LearningRateSchedule or a constant."""
     self.base, self.start, self.ramp, self.scale = base, start, max(1, ramp), scale
 
   def __call__(self, step):
@@ -22,7 +24,16 @@ class DelayedSchedule(keras.optimizers.schedules.LearningRateSchedule):
     return base * self.scale * ramp
 
   def get_config(self):
-    return {'start': self.start, 'ramp': self.ramp, 'scale': self.scale}
+    base = (keras.optimizers.schedules.serialize(self.base)
+            if isinstance(self.base, keras.optimizers.schedules.LearningRateSchedule) else self.base)
+    return {'base': base, 'start': self.start, 'ramp': self.ramp, 'scale': self.scale}
+
+  @classmethod
+  def from_config(cls, config):
+    base = config['base']
+    if isinstance(base, dict):
+      base = keras.optimizers.schedules.deserialize(base)
+    return cls(**dict(config, base=base))
 
 
 def learning_rate(cfg, total_steps):
