@@ -1,5 +1,6 @@
-"""The unet: its encoder is the embedder's classifier trunk, frozen, with the same weights found through the
-records' metadata (checked by sha256), recorded in run.json, restored from checkpoints and exported."""
+"""The unet: its encoder is the embedder's classifier trunk (frozen as built; the trainer fine-tunes it from
+--fine-tune-from), with the same weights found through the records' metadata (checked by sha256), recorded in
+run.json, restored from checkpoints and exported."""
 import json
 import shutil
 
@@ -49,7 +50,7 @@ def test_inception_resnet_levels_are_resized_to_the_strides():
       (64, 64, 32), (32, 32, 192), (16, 16, 320), (8, 8, 1088), (4, 4, 1536)]
 
 
-def test_only_the_decoder_trains():
+def test_built_without_fine_tuning_only_the_decoder_trains():
   model = model_lib.build('unet', 'classification', SIZE, width=0.25, encoder_weights='random')
   encoder = model.get_layer('encoder_mobilenet_v2')
   assert not encoder.trainable and all(v.trainable for v in model.trainable_variables)

@@ -34,8 +34,8 @@ class Config:
   batch_size: int = cli.flag(16, 'Batch size per replica.')
   # unet: blue skies and green grass where fusion gives sepia (BENCHMARKS.md, Quality)
   model: str = cli.flag(
-      'unet', 'unet (a frozen ImageNet classifier as the encoder, with the embedding), fusion (Deep '
-      'Koalarization, with the embedding) or beta (without).',
+      'unet', 'unet (an ImageNet classifier\'s trunk as the encoder, fine-tuned from --fine-tune-from, with the '
+      'embedding), fusion (Deep Koalarization, with the embedding) or beta (without).',
       choices=model_lib.MODELS, shapes_checkpoint=True)
   # The unet's encoder and its weights shape the checkpoints as resolved (run.json's 'encoder'), not as given.
   encoder: Optional[str] = cli.flag(None, 'unet: the classifier whose trunk is the encoder (default: the embedder '
@@ -53,7 +53,8 @@ class Config:
   precision: str = cli.flag('float32', 'Keras dtype policy of the colorizer.', choices=PRECISIONS)
   strategy: str = cli.flag('auto', 'tf.distribute strategy.', choices=STRATEGIES)
   width: float = cli.flag(1.0, 'Multiplier of every layer\'s filter count (1.0: the paper\'s).', shapes_checkpoint=True)
-  learning_rate: float = cli.flag(1e-3, 'Adam learning rate (the peak, with --schedule cosine).')
+  learning_rate: float = cli.flag(1e-3, 'The optimizer\'s learning rate (the peak, with --schedule cosine); a '
+                                  'fine-tuned encoder\'s is --encoder-lr-scale times it.')
   schedule: str = cli.flag('cosine', 'Learning rate schedule over epochs x steps: constant, or cosine (linear '
                            'warm-up over the first 2 %, then cosine decay to 0).', choices=SCHEDULES)
   checkpoint_every: int = cli.flag(200, 'Checkpoint every N steps (and each epoch end).')
