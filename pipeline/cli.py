@@ -24,6 +24,8 @@ import typing
 from absl import app, flags
 
 FLAGS = flags.FLAGS
+# The flags define() makes belong to the module that calls it (or run): --help lists that entry point's flags.
+flags.disclaim_key_flags()
 
 
 def flag(default, help, *, choices=None, lower=None, upper=None, name=None, validator=None, **extra):  # noqa: A002
@@ -130,3 +132,19 @@ def as_flags(cfg):
     elif value is not None:
       out.append(f'--{name}={value}')
   return out
+
+
+def validate(cfg):
+  """Check a config made in code, not parsed, as its flags would check it (choices, bounds, validators):
+  app.UsageError names the flag. Library entry points call it, so a value the command line refuses is refused."""
+  for f, name, kind in flag_fields(type(cfg)):
+    value, m = getattr(cfg, f.name), f.metadata
+    if value is None or kind is list:
+      continue
+    if m['choices'] is not None and value not in m['choices']:
+      raise app.UsageError(f'--{name} must be one of {", ".join(map(str, m["choices"]))}, not {value!r}')
+    if (m['lower'] is not None and value < m['lower']) or (m['upper'] is not None and value > m['upper']):
+      bounds = [f'>= {m["lower"]}'] * (m['lower'] is not None) + [f'<= {m["upper"]}'] * (m['upper'] is not None)
+      raise app.UsageError(f'--{name} must be {" and ".join(bounds)}, not {value!r}')
+    if m['validator'] and not m['validator'][0](value):
+      raise app.UsageError(m['validator'][1])

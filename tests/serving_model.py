@@ -23,7 +23,7 @@ def build_export(root, embedder='mobilenet_v2', width=0.25, photos=6, hints=True
   (random embedder weights), with hint points (its export has every signature). Also used by
   benchmarks/serve.py, with the full-size model."""
   from pipeline import preprocess, sources
-  from trainer import task
+  from trainer import config, task
   root = pathlib.Path(root)
   (root / 'photos').mkdir(parents=True)
   for path in sources.sample_photos()[:photos]:
@@ -31,9 +31,9 @@ def build_export(root, embedder='mobilenet_v2', width=0.25, photos=6, hints=True
   preprocess.run(['prog', '--input', str(root / 'photos'), '--output', str(root / 'records'),
                   '--embedder', embedder, '--embedder-weights', 'random', '--runner', 'DirectRunner',
                   '--num-shards', '1', '--val-fraction', '0.3'])
-  result = task.train(task.Config(data=str(root / 'records'), job_dir=str(root / 'job'), epochs=1,
-                                  steps_per_epoch=2, batch_size=2, width=width, val_images=2, sample_images=0,
-                                  hints=hints))
+  result = task.train(config.Config(data=str(root / 'records'), job_dir=str(root / 'job'), epochs=1,
+                                    steps_per_epoch=2, batch_size=2, width=width, val_images=2, sample_images=0,
+                                    hints=hints))
   return os.path.dirname(result['export'])
 
 
