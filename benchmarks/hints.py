@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import quality  # noqa: E402  (its records, val photos, run() and grid cells)
 
-from serving import hints as hints_lib  # noqa: E402  (TF-free)
+from serving import user_hints as hints_lib  # noqa: E402  (TF-free)
 
 GRID_HINTS = 10
 METRICS = (('PSNR dB', 'psnr', '{:.2f}'), ('AuC', 'auc', '{:.4f}'), ('AuC rebal.', 'auc_rebalanced', '{:.4f}'),

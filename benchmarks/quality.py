@@ -236,8 +236,9 @@ def main():
   images = next(iter(results.values()))[0]['images']
   with open(os.path.join(args.work, 'jobs', names[0], 'checkpoints', 'run.json')) as f:
     run_info = json.load(f)
-  trained = ', '.join(f'{k} {run_info.get(k)}' for k in ('learning_rate', 'schedule', 'zoom', 'rebalance_mix',
-                                                              'fine_tune_from', 'encoder_lr_scale', 'seed'))
+  flags = run_info.get('config', run_info)   # trainer.runinfo's layout; flat in job dirs of before
+  trained = ', '.join(f'{k} {flags.get(k)}' for k in ('learning_rate', 'schedule', 'zoom', 'rebalance_mix',
+                                                      'fine_tune_from', 'encoder_lr_scale', 'seed'))
   settings = (f'{len(val)} val photos ({images} in colour, evaluated at full resolution), MobileNetV2 embedder '
               f'(real ImageNet weights), image size {args.image_size}, width {args.width}, {args.steps} steps '
               f'of batch {args.batch_size} ({args.steps * args.batch_size} images) per combination; {trained}; '

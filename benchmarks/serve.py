@@ -36,7 +36,7 @@ import numpy as np
 import sample_model
 from photos import grey_jpeg
 from pipeline import colour, letterbox
-from serving import colorize, model
+from serving import colorize, exported
 
 SIZES = ((256, 256), (512, 512), (1024, 1024), (1536, 2048), (2048, 2048), (4096, 4096))
 BIG = 4_000_000   # pixels from which a size is timed with a third of the repeats (at least 5)
@@ -103,9 +103,9 @@ import resource, sys
 sys.path[:0] = [{repo!r}, {bench!r}]
 from pipeline import quiet
 tf = quiet.tensorflow()
-from serving import model
+from serving import exported
 from photos import grey_jpeg
-colorizer = model.Colorizer({model_dir!r})
+colorizer = exported.Colorizer({model_dir!r})
 colorizer.colorize([grey_jpeg(256)])   # warm: graphs built, weights in memory
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 photo = grey_jpeg(4736, 6336)           # 30.0 MP, a 6336 x 4736 scan
@@ -141,7 +141,7 @@ def main():
     print(f'building a model (embedder {FLAGS.embedder}, random weights, width 1.0) in {root} (kept: pass '
           'its job/export as --model next time) ...', flush=True)
     model_dir = sample_model.build(root, embedder=FLAGS.embedder, width=1.0)
-  colorizer = model.Colorizer(model_dir)
+  colorizer = exported.Colorizer(model_dir)
   info = colorizer.info
   print(f'model {colorizer.path}: {info["model"]}/{info["loss"]}, embedder {info["embedder"]["name"]}, '
         f'width {info.get("width")}; TF {tf.__version__}, {os.cpu_count()} cores; load average before '

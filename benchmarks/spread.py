@@ -4,7 +4,7 @@ r"""How far does the hints' fixed spread alone colour a photo? (trainer/propagat
       [--sigma-xy 0.1 0.2 0.3] [--sigma-l 5 10 15] [--half 0.01 0.05 0.1]
 
 For each photo (colour ones only) on the 128 px canvas the models are studied at: `--hints` simulated hints
-(serving.hints.simulate, the simulated user of serving.evaluate), painted as the export paints a user's
+(serving.user_hints.simulate, the simulated user of serving.evaluate), painted as the export paints a user's
 (trainer.hints.from_user), then the ab the output prior would be told (trainer.model.told at the classification
 head's S/4), taken at its certainty (ab x certainty: grey where the spread is unsure), upsampled as predict_ab
 does. Prints mean PSNR against the truth over the photo's part of the canvas, and ΔCF, beside the grey baseline,
@@ -27,7 +27,7 @@ tf = quiet.tensorflow()
 from PIL import Image  # noqa: E402
 
 from pipeline import colour, letterbox  # noqa: E402
-from serving import hints as serving_hints  # noqa: E402
+from serving import user_hints as serving_hints  # noqa: E402
 from trainer import hints, model, propagate  # noqa: E402
 
 SIZE = 128

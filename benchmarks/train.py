@@ -31,9 +31,11 @@ tf = quiet.tensorflow()
 
 from absl import app, flags
 
-from trainer import console, data, task
+from pipeline import cli
+from trainer import config, console, data, distribute, loop
 
-# --data, --batch-size, --width, --model, --loss and --strategy are trainer.task's own flags.
+# trainer.task's flags (--data, --batch-size, --width, --model, --loss, --strategy, ...) and the benchmark's own.
+cli.define(config.Config)
 flags.DEFINE_integer('steps', 10, 'Timed train steps per measurement (after 2 warm-up steps).')
 flags.DEFINE_integer('input-batches', 50, 'Batches timed for the input pipeline alone.')
 flags.DEFINE_boolean('input-only', False, 'Measure the input pipeline alone (no model).')
@@ -81,13 +83,13 @@ def main(argv):
   console.quiet_tensorflow_info()
   if not FLAGS['batch-size'].present:
     FLAGS['batch-size'].value = 8
-  strategy = task.make_strategy(FLAGS.strategy)
+  strategy = distribute.make_strategy(FLAGS.strategy)
   records = _records()
   meta = data.load_metadata(records)
   files = data.shards(records, 'train', meta)
-  cfg = task.Config(data=records, job_dir='', batch_size=FLAGS['batch-size'].value, model=FLAGS.model,
-                    loss=FLAGS.loss, width=FLAGS.width, strategy=FLAGS.strategy, xla=FLAGS.xla,
-                    fine_tune_from=FLAGS['fine-tune-from'].value or 0)
+  cfg = config.Config(data=records, job_dir='', batch_size=FLAGS['batch-size'].value, model=FLAGS.model,
+                      loss=FLAGS.loss, width=FLAGS.width, strategy=FLAGS.strategy, xla=FLAGS.xla,
+                      fine_tune_from=FLAGS['fine-tune-from'].value or 0)
   global_batch = cfg.batch_size * strategy.num_replicas_in_sync
   real = data.dataset(files, meta, global_batch, training=True, shuffle_buffer=256, zoom=FLAGS.zoom)
   load_before = os.getloadavg()[0]
@@ -100,7 +102,7 @@ def main(argv):
   if FLAGS['input-only'].value:
     return
 
-  trainer = task.Trainer(cfg, meta, strategy, total_steps=1)
+  trainer = loop.Trainer(cfg, meta, strategy, total_steps=1)
   batch = next(iter(real))
   synthetic_it = trainer.distribute(tf.data.Dataset.from_tensors(batch).repeat())
   real_it = trainer.distribute(real)

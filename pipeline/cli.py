@@ -25,6 +25,8 @@ import typing
 from absl import app, flags
 
 FLAGS = flags.FLAGS
+# The flags define() makes belong to the module that calls it (or run): --help lists that entry point's flags.
+flags.disclaim_key_flags()
 
 
 def flag(default, help, *, choices=None, lower=None, upper=None, name=None, validator=None, **extra):  # noqa: A002
@@ -57,11 +59,11 @@ def _default(f):
   return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def define(cls, flag_values=FLAGS, module_name=None):
-  """Define one flag per flag field of cls on flag_values, as flags of module_name (default: this module)."""
+def define(cls, flag_values=FLAGS):
+  """Define one flag per flag field of cls on flag_values."""
   for f, name, kind in flag_fields(cls):
     m, default = f.metadata, _default(f)
-    kw = dict(flag_values=flag_values, **({'module_name': module_name} if module_name else {}))
+    kw = dict(flag_values=flag_values)
     if kind is list:
       flags.DEFINE_multi_string(name, default, m['help'], **kw)
     elif kind is bool:
@@ -81,6 +83,8 @@ def define(cls, flag_values=FLAGS, module_name=None):
     if m['validator']:
       predicate, message = m['validator']
       flags.register_validator(name, predicate, message=message, flag_values=flag_values)
+    if m.get('required'):   # flag(..., required=True): absl refuses a command line without it (default None)
+      flags.mark_flag_as_required(name, flag_values)
 
 
 def from_flags(cls, flag_values=FLAGS, **extra):
@@ -110,8 +114,7 @@ def run(main, cls, known_only=False):
   """absl's app.run for an entry point: define cls's flags on FLAGS, parse, call main(config, argv).
 
   known_only: flags cls does not define stay in argv (the Beam job hands them to PipelineOptions)."""
-  # As the main module's flags (absl's key for it is argv[0]): --help lists the flags of the main module only.
-  define(cls, module_name=sys.argv[0])
+  define(cls)
   app.run(lambda argv: main(from_flags(cls), argv), **({'flags_parser': _parse_known} if known_only else {}))
 
 
@@ -139,3 +142,19 @@ def as_flags(cfg):
     elif value is not None:
       out.append(f'--{name}={value}')
   return out
+
+
+def validate(cfg):
+  """Check a config made in code, not parsed, as its flags would check it (choices, bounds, validators):
+  app.UsageError names the flag. Library entry points call it, so a value the command line refuses is refused."""
+  for f, name, kind in flag_fields(type(cfg)):
+    value, m = getattr(cfg, f.name), f.metadata
+    if value is None or kind is list:
+      continue
+    if m['choices'] is not None and value not in m['choices']:
+      raise app.UsageError(f'--{name} must be one of {", ".join(map(str, m["choices"]))}, not {value!r}')
+    if (m['lower'] is not None and value < m['lower']) or (m['upper'] is not None and value > m['upper']):
+      bounds = [f'>= {m["lower"]}'] * (m['lower'] is not None) + [f'<= {m["upper"]}'] * (m['upper'] is not None)
+      raise app.UsageError(f'--{name} must be {" and ".join(bounds)}, not {value!r}')
+    if m['validator'] and not m['validator'][0](value):
+      raise app.UsageError(m['validator'][1])

@@ -43,7 +43,7 @@ class Config:
   val_fraction: float = _bytes(0.1, 'Fraction of inputs (by key hash) in the val split.',
                                validator=(lambda v: 0.0 <= v < 1.0, '--val-fraction must be in [0, 1)'))
   num_shards: int = _bytes(8, 'Train shards (val gets the same share of shards as of records, >= 1).', lower=1)
-  max_pixels: int = _bytes(decode.DEFAULT_MAX_PIXELS, 'Reject images with more pixels (bomb guard).')
+  max_pixels: int = _bytes(decode.BOMB_GUARD_PIXELS, 'Reject images with more pixels (bomb guard).')
   unit_size: int = _bytes(256, 'Inputs per work unit: the grain that a killed job redoes (at most one unit per '
                           'worker in progress) and that a worker holds in memory.', lower=1)
   # Val shards: the same share of shards as of records, at least one.
@@ -57,7 +57,9 @@ class Config:
 
 
 def resolve(cfg):
-  """The config a job runs: --output given (without a trailing slash), the sample photos when nothing is read."""
+  """The config a job runs: its values checked as its flags check them (a config may be made in code), --output
+  given (without a trailing slash), the sample photos when nothing else is read."""
+  cli.validate(cfg)
   if not cfg.output:
     raise app.UsageError('--output DIR is required (local folder or gs://bucket/path)')
   inputs = cfg.inputs or ([] if cfg.tfds else sources.sample_photos())

@@ -11,7 +11,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
+# Pillow's own decompression-bomb threshold: a guard against files that claim more pixels than any photo, for
+# the preprocessing job and the CLIs. The server's per-request budget is lower (serving.service.REQUEST_MAX_PIXELS).
+BOMB_GUARD_PIXELS = 89_478_485
 _SRGB = ImageCms.createProfile('sRGB')
 
 
@@ -56,7 +58,7 @@ def _to_rgb(img):
   return img.convert('RGB')
 
 
-def decode(data, max_pixels=DEFAULT_MAX_PIXELS, min_side=None):
+def decode(data, max_pixels=BOMB_GUARD_PIXELS, min_side=None):
   """Encoded bytes -> (rgb uint8 [H, W, 3], (height, width) of the oriented source).
 
   `min_side`: the caller needs no more than this many pixels on the shorter side, which lets the JPEG decoder

@@ -10,143 +10,57 @@ r"""The colorizer behind a web page and a REST API (FastAPI on uvicorn; serving/
   GET  /v1/models/NAME[/versions/V]            TF Serving's model status
   GET  /v1/models/NAME[/versions/V]/metadata   signature defs (TF Serving's) and the model's colorizer.json
   GET  /healthz                                {"status": "ok", ...} once the model is loaded and warm
-  GET  /openapi.json                           the REST API described in OpenAPI 3
+  GET  /openapi.json                           the REST API described in OpenAPI 3 (serving/api_schema.py)
 
-Errors are {"error": "..."} with a 4xx/5xx status (TF Serving's form). The limits and time-outs are in
-serving/service.py (model work) and serving/server.py (connections); bodies are read here, within a deadline.
+This module only routes: TF Serving's protocol is serving/tfserving.py, the model work and its limits
+serving/service.py, bodies are read by serving/bodies.py (within a deadline), connections are serving/server.py's.
+Errors are {"error": "..."} with a 4xx/5xx status (TF Serving's form): the layers below raise the kinds of
+serving/errors.py, and STATUS here is the one place that gives each its HTTP status.
 """
-import asyncio
-import contextlib
+import dataclasses
 import importlib.resources
 import json
+from typing import Optional
 
-from pipeline import quiet
+from pipeline import cli, quiet
 
-tf = quiet.tensorflow()
+quiet.tensorflow()
 
 import fastapi
-import pydantic
-from absl import app as absl_app, flags, logging
+from absl import app as absl_app, logging
 from fastapi import exceptions as fastapi_exceptions, responses
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import hints as hints_lib, model, server, service
-from serving.service import HttpError, Service   # noqa: F401  (the names callers use)
+from serving import api_schema as schema, bodies, errors, exported, server, service, tfserving, user_hints
+from serving.service import Service   # noqa: F401  (the name callers use)
 
-BODY_TIMEOUT = 30.0   # seconds a client may take to send its body (20 MiB at 5.6 Mbit/s)
 STATIC_TYPES = {'.html': 'text/html; charset=utf-8', '.css': 'text/css; charset=utf-8',
                 '.js': 'text/javascript; charset=utf-8', '.svg': 'image/svg+xml', '.png': 'image/png'}
 IMAGE_TYPES = {'jpeg': 'image/jpeg', 'png': 'image/png'}
 # The page loads nothing from elsewhere; say so to the browser as well.
 CSP = "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; base-uri 'none'"
 CLOSE = {'Connection': 'close'}   # for answers given before the body was read: the connection cannot be reused
-
-
-# -------------------------------------------------------------- the API's schema (documentation only)
-
-class B64(pydantic.BaseModel):
-  b64: str = pydantic.Field(description='standard base64 of the image file (JPEG, PNG, GIF, BMP, TIFF, WebP)')
-
-
-class PredictRequest(pydantic.BaseModel):
-  """TF Serving's predict request: exactly one of `instances` (rows) or `inputs` (columns)."""
-  signature_name: str = pydantic.Field('serving_default', description='serving_default (JPEG out), '
-                                       'colorize_png (PNG out), raw (L canvas in, ab out); with --hints also '
-                                       'colorize_hints, colorize_hints_png and suggest_colours (see the metadata)')
-  instances: list | None = pydantic.Field(None, description='one entry per image: {"b64": ...} '
-                                          '(or {"image_bytes": {"b64": ...}}); for raw, [S, S, 1] L canvases; for '
-                                          'colorize_hints {"image_bytes": {"b64": ...}, "points": [[x, y], ...], '
-                                          '"colours": [[r, g, b], ...], "radius": [r, ...]} (+ "at" for '
-                                          'suggest_colours)')
-  inputs: dict | list | None = pydantic.Field(None, description='columnar: {"image_bytes": [{"b64": ...}, ...]}')
-
-
-class PredictResponse(pydantic.BaseModel):
-  predictions: list[B64] | None = pydantic.Field(None, description='row format: one {"b64": ...} per image')
-  outputs: list[B64] | dict | None = pydantic.Field(None, description='columnar format')
-
-
-class Suggestion(pydantic.BaseModel):
-  colour: str = pydantic.Field(description='#rrggbb (sRGB, at the photo\'s lightness there)')
-  probability: float = pydantic.Field(description='the model\'s probability of this colour there (0..1)')
-
-
-class SuggestResponse(pydantic.BaseModel):
-  x: float
-  y: float
-  palette: list[Suggestion] = pydantic.Field(description='the likeliest distinct colours, likeliest first')
-
-
-class Error(pydantic.BaseModel):
-  error: str = pydantic.Field(description='what was wrong and what to do about it')
-
-
-ERRORS = {s: {'model': Error} for s in (400, 404, 408, 411, 413, 503)}
-IMAGE_BODY = {'requestBody': {'required': True, 'description': 'the image file itself (at most --max-bytes)',
-                              'content': {t: {'schema': {'type': 'string', 'format': 'binary'}}
-                                          for t in ('image/jpeg', 'image/png', 'application/octet-stream')}}}
-HINTS_DOC = ('the user\'s colours, a JSON list of hints: [{"x": 0.5, "y": 0.2, "colour": "#3060c0"}, ...] (x, y '
-             f'from 0 to 1 from the photo\'s left and top edges; colour #RRGGBB or [r, g, b]; optional "radius", a '
-             f'share of the long side, 0..0.25; at most {hints_lib.MAX_HINTS}). For models trained with --hints '
-             '(GET /healthz says "hints": true).')
-HINTS_HEADER_DOC = 'the same as the hints parameter (simpler with curl: no URL encoding); send one of the two'
-JSON_BODY = {'requestBody': {'required': True, 'content': {'application/json': {
-    'schema': PredictRequest.model_json_schema()}}}}
-
-
-# -------------------------------------------------------------- reading bodies within limits
-
-DRAIN = 4   # an over-limit body up to DRAIN x the limit is read and dropped (not kept), so the client sees the 413
-
-
-@contextlib.asynccontextmanager
-async def body_of(request, limit, budget, timeout=BODY_TIMEOUT):
-  """`async with body_of(...) as body`: the request body, counted against the server's budget of buffered
-  bytes while the request is handled; HttpError 413 past `limit` bytes (announced or sent), 408 past `timeout`
-  seconds, 503 when the budget is spent (many large uploads at once).
-
-  A client still sending when the server answers gets a broken pipe instead of the answer (Python's http.client
-  does), so a body somewhat over the limit is read to its end and dropped; a larger one is answered at once, and
-  the connection closed."""
-  length = request.headers.get('content-length')   # h11 has checked that it is a non-negative number
-  too_large = HttpError(413, f'the request body has {length or "more than " + str(limit)} bytes, over this '
-                        f'server\'s limit of {limit}: send a smaller file (or start the server with a larger '
-                        '--max-bytes)')
-  if length is not None and int(length) > DRAIN * limit:
-    too_large.close = True
-    raise too_large
-  chunks, size, taken = [], 0, 0
-
-  async def receive():
-    nonlocal size, taken
-    async for chunk in request.stream():
-      size += len(chunk)
-      if size > DRAIN * limit:   # chunked: no length to check up front
-        too_large.close = True
-        break
-      if size <= limit:
-        budget.take(len(chunk))   # counted as it arrives: a client that sends nothing holds nothing
-        taken += len(chunk)
-        chunks.append(chunk)
-  try:
-    try:
-      await asyncio.wait_for(receive(), timeout)
-    except asyncio.TimeoutError:
-      raise HttpError(408, f'the request body did not arrive within {timeout:.0f} s ({size} of '
-                      f'{length or "?"} bytes came): send it faster, or check the Content-Length header') from None
-    except HttpError as e:   # the budget is spent: the rest of the body is still on the wire
-      e.close = True
-      raise
-    if size > limit:
-      raise too_large
-    body = b''.join(chunks)
-    chunks.clear()
-    yield body
-  finally:
-    budget.give(taken)
-
-
 RETRY_AFTER = '1'   # seconds a client told 503 (busy, out of memory, too slow) should wait before it retries
+
+# Each kind of error (serving/errors.py) and its HTTP status: the only place the layers below meet HTTP.
+STATUS = {
+    errors.BadInput: 400,      # the input is at fault (hints, JSON, base64, not an image, a tensor's shape)
+    errors.Unsupported: 400,   # this model cannot do it (hints, suggestions), or this server (a verb)
+    errors.NotFound: 404,      # no such model, version or file
+    errors.NotAllowed: 405,
+    errors.SlowClient: 408,
+    errors.TooLarge: 413,
+    errors.ServingError: 500,  # (a kind not listed here)
+    errors.ModelFailed: 500,
+    errors.Busy: 503,          # 503s say Retry-After: the server's state, not the request, is at fault
+    errors.TimedOut: 503,
+    errors.OutOfMemory: 503,
+}
+
+
+def status_of(error):
+  """The HTTP status of a kind of error (or of a kind derived from one, e.g. user_hints.HintError)."""
+  return next(STATUS[kind] for kind in type(error).__mro__ if kind in STATUS)
 
 
 def error_response(status, message, close=False):
@@ -156,17 +70,17 @@ def error_response(status, message, close=False):
 
 # -------------------------------------------------------------- the app
 
-def make_app(svc, body_timeout=BODY_TIMEOUT):
+def make_app(svc, body_timeout=bodies.BODY_TIMEOUT):
   """The FastAPI app of a Service: the page, the upload endpoint and TF Serving's REST API."""
   api = fastapi.FastAPI(title='Colorizer', version=str(svc.colorizer.version), docs_url=None, redoc_url=None,
                         description='Greyscale photos in, colour photos out, at their own size. TF Serving\'s '
                         'REST API (predict, status, metadata) and a plain upload endpoint.')
   static = {p.name: p for p in (importlib.resources.files('serving') / 'static').iterdir()}
 
-  @api.exception_handler(HttpError)
-  async def _http_error(request, e):
+  @api.exception_handler(errors.ServingError)
+  async def _serving_error(request, e):
     # An error answered before the body was read leaves it on the wire: close rather than parse it as a request.
-    return error_response(e.status, str(e), close=getattr(e, 'close', e.status == 408))
+    return error_response(status_of(e), str(e), close=e.body_unread)
 
   @api.exception_handler(StarletteHTTPException)
   async def _not_found(request, e):
@@ -189,7 +103,7 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
   def static_file(name):
     path = static.get(name)
     if path is None:
-      raise HttpError(404, f'no static file {name}')
+      raise errors.NotFound(f'no static file {name}')
     return fastapi.Response(path.read_bytes(), media_type=STATIC_TYPES.get('.' + name.rsplit('.', 1)[-1],
                                                                            'application/octet-stream'),
                             headers={'Content-Security-Policy': CSP, 'Cache-Control': 'no-cache'})
@@ -206,35 +120,32 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
   async def health():
     return svc.health()
 
-  def user_hints(query, header):
-    """The hints of an upload (query parameter or header) -> [Hint], checked; HttpError 400 naming the hint."""
+  def hints_of(query, header):
+    """The hints of an upload (query parameter or header) -> [Hint], checked; errors.BadInput naming the hint."""
     if query is not None and header is not None:
-      raise HttpError(400, 'hints came both as a query parameter and as the X-Colorizer-Hints header: send one')
+      raise errors.BadInput('hints came both as a query parameter and as the X-Colorizer-Hints header: send one')
     text, where = (query, 'hints') if header is None else (header, 'X-Colorizer-Hints')
     if text is None or not text.strip():
       return []
     try:
       value = json.loads(text)
     except json.JSONDecodeError as e:
-      raise HttpError(400, f'{where}: not JSON ({e}); send a list like '
-                      '[{"x": 0.5, "y": 0.2, "colour": "#3060c0"}]') from None
-    try:
-      hints = hints_lib.from_json(value, where)
-    except hints_lib.HintError as e:
-      raise HttpError(400, str(e)) from None
+      raise errors.BadInput(f'{where}: not JSON ({e}); send a list like '
+                            '[{"x": 0.5, "y": 0.2, "colour": "#3060c0"}]') from None
+    hints = user_hints.from_json(value, where)
     svc.check_hints([hints], where)
     return hints
 
   def empty_upload(route):
-    return HttpError(400, 'empty request body: send the image file as the body, e.g. '
-                     f'curl --data-binary @photo.jpg -o colour.jpg http://HOST:PORT{route}')
+    return errors.BadInput('empty request body: send the image file as the body, e.g. '
+                           f'curl --data-binary @photo.jpg -o colour.jpg http://HOST:PORT{route}')
 
   @api.post('/v1/colorize', summary='Colour one photo', tags=['colorize'], responses={
       200: {'content': {'image/jpeg': {}, 'image/png': {}}, 'description': 'the photo in colour, same size'},
-      **ERRORS}, response_class=fastapi.Response, openapi_extra=IMAGE_BODY)
+      **schema.ERRORS}, response_class=fastapi.Response, openapi_extra=schema.IMAGE_BODY)
   async def upload(request: fastapi.Request, format: str = fastapi.Query('jpeg', description='jpeg or png'),
-                   hints: str | None = fastapi.Query(None, description=HINTS_DOC),
-                   x_colorizer_hints: str | None = fastapi.Header(None, description=HINTS_HEADER_DOC)):
+                   hints: str | None = fastapi.Query(None, description=schema.HINTS_DOC),
+                   x_colorizer_hints: str | None = fastapi.Header(None, description=schema.HINTS_HEADER_DOC)):
     """The body is an image file; the answer is the same photo in colour at its own size. If the photo already
     had colour, the header X-Colorizer-Note says so (its colour is replaced by one predicted from its L).
 
@@ -243,11 +154,11 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
     -o colour.jpg http://HOST:PORT/v1/colorize`. A malformed hint is answered 400 naming it
     (`hints[2]: colour '#zz' is not #RRGGBB ...`); so are hints sent to a model trained without them."""
     fmt = format.lower().replace('jpg', 'jpeg')
-    if fmt not in model.FORMATS:
-      raise HttpError(400, f'format={format} is not offered; use format=jpeg or format=png')
-    async with body_of(request, svc.max_bytes, svc.buffered, body_timeout) as body:
+    if fmt not in exported.FORMATS:
+      raise errors.BadInput(f'format={format} is not offered; use format=jpeg or format=png')
+    async with bodies.body_of(request, svc.max_bytes, svc.buffered, body_timeout) as body:
       # The hints are checked once the body is in: a client still sending would not see an earlier answer.
-      checked = user_hints(hints, x_colorizer_hints)
+      checked = hints_of(hints, x_colorizer_hints)
       if not body:
         raise empty_upload('/v1/colorize')
       (image,), colour = await svc.colorize([body], fmt, lambda i: 'the upload', check_colour=True,
@@ -259,59 +170,42 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
     return fastapi.Response(image, media_type=IMAGE_TYPES[fmt], headers=headers)
 
   @api.post('/v1/colorize/suggest', summary='Suggest colours at a point', tags=['colorize'],
-            response_model=SuggestResponse, responses=ERRORS, openapi_extra=IMAGE_BODY)
+            response_model=schema.SuggestResponse, responses=schema.ERRORS, openapi_extra=schema.IMAGE_BODY)
   async def suggest(request: fastapi.Request,
                     x: float = fastapi.Query(description='0..1 from the photo\'s left edge'),
                     y: float = fastapi.Query(description='0..1 from the photo\'s top edge'),
-                    hints: str | None = fastapi.Query(None, description=HINTS_DOC),
-                    x_colorizer_hints: str | None = fastapi.Header(None, description=HINTS_HEADER_DOC)):
+                    hints: str | None = fastapi.Query(None, description=schema.HINTS_DOC),
+                    x_colorizer_hints: str | None = fastapi.Header(None, description=schema.HINTS_HEADER_DOC)):
     """The body is an image file; the answer is the model's likeliest distinct colours at (x, y), given the
     hints already placed: `{"x": 0.3, "y": 0.6, "palette": [{"colour": "#3a6ea5", "probability": 0.41}, ...]}`
     (six, likeliest first; the probabilities of the six sum to at most 1). For models trained with the
     classification loss (GET /healthz says "suggests": true); others are answered 400."""
     for name, value in (('x', x), ('y', y)):
       if not 0.0 <= value <= 1.0:
-        raise HttpError(400, f'{name}={value:g} is outside the photo: x and y go from 0 to 1 (left to right, top '
-                        'to bottom)')
-    async with body_of(request, svc.max_bytes, svc.buffered, body_timeout) as body:
-      checked = user_hints(hints, x_colorizer_hints)
+        raise errors.BadInput(f'{name}={value:g} {user_hints.OUTSIDE}')
+    async with bodies.body_of(request, svc.max_bytes, svc.buffered, body_timeout) as body:
+      checked = hints_of(hints, x_colorizer_hints)
       if not body:
         raise empty_upload('/v1/colorize/suggest?x=0.5&y=0.5')
       (palette,) = await svc.suggest(body, [(x, y)], checked, 'the upload')
     return {'x': x, 'y': y, 'palette': [{'colour': '#%02x%02x%02x' % tuple(rgb), 'probability': round(p, 6)}
                                         for rgb, p in palette]}
 
-  def model_path(name, version):
-    """The verb of TF Serving's NAME[/versions/V][:verb] path, whose model is checked against the loaded one."""
-    if version is None:
-      name, _, verb = name.partition(':')
-    else:
-      version, _, verb = version.partition(':')
-      if not version.isdigit():
-        raise HttpError(404, f'no such version: {version} (versions are numbers)')
-    svc.check_model(name, version)
-    return verb
-
   async def predict(request, name, version, verb=None):
     """verb: 'predict' from the route, or None: parse it from the path (NAME:verb)."""
-    if verb is None:
-      verb = model_path(name, version)
-    else:
-      model_path(name, version)
-    if verb != 'predict':
-      raise HttpError(400 if verb else 405, f'{verb or "metadata"} is not supported: this server answers '
-                      'POST /v1/models/NAME:predict')
-    async with body_of(request, svc.max_body, svc.buffered, body_timeout) as body:
-      return fastapi.Response(await svc.predict(body), media_type='application/json')
+    path_verb = tfserving.verb(svc, name, version)
+    tfserving.check_predict(verb or path_verb)
+    async with bodies.body_of(request, svc.max_body, svc.buffered, body_timeout) as body:
+      return fastapi.Response(await tfserving.predict(svc, body), media_type='application/json')
 
   async def status(name, version, metadata=False):
-    verb = model_path(name, version)
+    verb = tfserving.verb(svc, name, version)
     if verb:
-      raise HttpError(405, f'{verb} needs POST')
-    return svc.metadata() if metadata else svc.status()
+      raise errors.NotAllowed(f'{verb} needs POST')
+    return tfserving.metadata(svc.name, svc.colorizer) if metadata else tfserving.status(svc.colorizer)
 
-  predict_doc = dict(tags=['TF Serving'], response_model=PredictResponse, responses=ERRORS,
-                     openapi_extra=JSON_BODY, summary='TF Serving predict')
+  predict_doc = dict(tags=['TF Serving'], response_model=schema.PredictResponse, responses=schema.ERRORS,
+                     openapi_extra=schema.JSON_BODY, summary='TF Serving predict')
 
   @api.post('/v1/models/{name}:predict', **predict_doc)
   async def predict_latest(request: fastapi.Request, name: str):
@@ -351,65 +245,48 @@ def make_app(svc, body_timeout=BODY_TIMEOUT):
   return api
 
 
-def warm_up(colorizer):
-  """One call of each image signature (with hints too), so the first user does not wait for TF's graph start-up."""
-  import numpy as np
-  probe = tf.io.encode_png(np.full((32, 48, 3), 128, np.uint8)).numpy()
-  hint = [hints_lib.make(0.5, 0.5, '#3060c0')]
-  for fmt in model.FORMATS:
-    colorizer.colorize([probe], fmt)
-    if colorizer.takes_hints:
-      colorizer.colorize([probe], fmt, hints=[hint])
-  if colorizer.suggests:
-    colorizer.suggest(probe, [(0.5, 0.5)], hint if colorizer.takes_hints else ())
+@dataclasses.dataclass
+class Config:
+  model: Optional[str] = cli.flag(None, 'Export directory (TF Serving layout: DIR/<version>/saved_model.pb) or a '
+                                  'version directory.', required=True)
+  host: str = cli.flag('127.0.0.1', 'Address to listen on (0.0.0.0: every interface).')
+  port: int = cli.flag(server.DEFAULT_PORT, 'Port to listen on.')
+  model_name: str = cli.flag('colorizer', 'The NAME in /v1/models/NAME, as TF Serving\'s --model_name.')
+  max_bytes: int = cli.flag(service.DEFAULT_MAX_BYTES, 'Largest image upload, in bytes.')
+  max_pixels: int = cli.flag(service.REQUEST_MAX_PIXELS, 'Largest image, in pixels (width x height): the '
+                             'server\'s budget per request, also the most pixels one model call takes; lower than '
+                             'the command-line tools\' decompression-bomb guard, so that concurrent requests fit '
+                             'in memory.')
+  max_batch: int = cli.flag(8, 'Most images one model call takes from concurrent requests.')
+  max_pending: int = cli.flag(32, 'Requests with model work in progress beyond which the server answers 503.')
+  max_buffered: int = cli.flag(service.DEFAULT_MAX_BUFFERED, 'Bytes of request bodies the server holds at once '
+                               '(uploads in progress and being coloured); past it, 503.')
+  request_timeout: float = cli.flag(service.DEFAULT_TIMEOUT, 'Seconds a request may wait for the model before it '
+                                    'is answered 503.')
+  body_timeout: float = cli.flag(bodies.BODY_TIMEOUT, 'Seconds a client may take to send a request body (408 '
+                                 'after).')
+  header_timeout: float = cli.flag(server.HEADER_TIMEOUT, 'Seconds a client may take to send its headers.')
+  keep_alive: float = cli.flag(server.KEEP_ALIVE, 'Seconds an idle connection is kept open.')
+  graceful: float = cli.flag(server.GRACEFUL, 'On SIGTERM, seconds requests in progress have to finish.')
 
 
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-  """The command line's flags, defined only when run as a program (see serving.colorize.define_flags)."""
-  flags.DEFINE_string('model', None, 'Export directory (TF Serving layout: DIR/<version>/saved_model.pb) or a '
-                      'version directory.', required=True)
-  flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on (0.0.0.0: every interface).')
-  flags.DEFINE_integer('port', server.DEFAULT_PORT, 'Port to listen on.')
-  flags.DEFINE_string('model-name', 'colorizer', 'The NAME in /v1/models/NAME, as TF Serving\'s --model_name.')
-  flags.DEFINE_integer('max-bytes', service.DEFAULT_MAX_BYTES, 'Largest image upload, in bytes.')
-  flags.DEFINE_integer('max-pixels', service.DEFAULT_MAX_PIXELS, 'Largest image, in pixels (width x height); '
-                       'also the most pixels one model call takes.')
-  flags.DEFINE_integer('max-batch', 8, 'Most images one model call takes from concurrent requests.')
-  flags.DEFINE_integer('max-pending', 32, 'Requests with model work in progress beyond which the server answers '
-                       '503.')
-  flags.DEFINE_integer('max-buffered', service.DEFAULT_MAX_BUFFERED, 'Bytes of request bodies the server holds '
-                       'at once (uploads in progress and being coloured); past it, 503.')
-  flags.DEFINE_float('request-timeout', service.DEFAULT_TIMEOUT, 'Seconds a request may wait for the model '
-                     'before it is answered 503.')
-  flags.DEFINE_float('body-timeout', BODY_TIMEOUT, 'Seconds a client may take to send a request body (408 after).')
-  flags.DEFINE_float('header-timeout', server.HEADER_TIMEOUT, 'Seconds a client may take to send its headers.')
-  flags.DEFINE_float('keep-alive', server.KEEP_ALIVE, 'Seconds an idle connection is kept open.')
-  flags.DEFINE_float('graceful', server.GRACEFUL, 'On SIGTERM, seconds requests in progress have to finish.')
-
-
-def main(argv):
+def main(cfg, argv):
   if len(argv) > 1:
     raise absl_app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   try:
-    colorizer = model.Colorizer(FLAGS.model)
-  except model.ModelError as e:
+    colorizer = exported.Colorizer(cfg.model)
+  except exported.ModelError as e:
     raise absl_app.UsageError(str(e)) from None
-  warm_up(colorizer)
-  svc = Service(colorizer, FLAGS['model-name'].value, FLAGS['max-bytes'].value, FLAGS['max-pixels'].value,
-                FLAGS['max-batch'].value, FLAGS['max-pending'].value, FLAGS['request-timeout'].value,
-                max_buffered=FLAGS['max-buffered'].value)
+  colorizer.warm_up()
+  svc = Service(colorizer, cfg.model_name, cfg.max_bytes, cfg.max_pixels, cfg.max_batch, cfg.max_pending,
+                cfg.request_timeout, max_buffered=cfg.max_buffered)
   logging.info('model %s version %d from %s', svc.name, colorizer.version, colorizer.path)
-  print(f'Serving {colorizer.path} on http://{FLAGS.host}:{FLAGS.port}/ (REST: /v1/models/{svc.name}:predict, '
+  print(f'Serving {colorizer.path} on http://{cfg.host}:{cfg.port}/ (REST: /v1/models/{svc.name}:predict, '
         'API: /openapi.json); Ctrl-C or SIGTERM stops', flush=True)
-  server.run(make_app(svc, FLAGS['body-timeout'].value), FLAGS.host, FLAGS.port,
-             header_timeout=FLAGS['header-timeout'].value, keep_alive=FLAGS['keep-alive'].value,
-             graceful=FLAGS['graceful'].value)
+  server.run(make_app(svc, cfg.body_timeout), cfg.host, cfg.port, header_timeout=cfg.header_timeout,
+             keep_alive=cfg.keep_alive, graceful=cfg.graceful)
   print('Stopped', flush=True)
 
 
 if __name__ == '__main__':
-  define_flags()
-  absl_app.run(main)
+  cli.run(main, Config)

@@ -21,17 +21,18 @@ import posixpath
 import sys
 import time
 from concurrent import futures
+from typing import Optional
 
-from pipeline import quiet
+from pipeline import cli, quiet
 
 quiet.tensorflow()
 
-from absl import app, flags
+from absl import app
 from PIL import Image
 from tqdm import tqdm
 
 from pipeline import decode
-from serving import files, hints as hints_lib, inputs, model
+from serving import errors, exported, files, inputs, user_hints
 
 EXTENSIONS = {'jpeg': '.jpg', 'png': '.png'}
 
@@ -48,7 +49,7 @@ def _load(source, max_pixels):
   """Read and check one input in a worker thread: a Prepared, or the reason it cannot be coloured."""
   try:
     return inputs.prepare(files.read(source.url), max_pixels=max_pixels)
-  except inputs.InputError as e:
+  except errors.ServingError as e:
     return str(e)
   except OSError as e:   # FileNotFoundError, PermissionError, IsADirectoryError, network errors from gcsfs
     return f'cannot read it: {e.strerror or e}'
@@ -77,21 +78,21 @@ def read_hints_file(path):
   try:
     doc = json.loads(files.read(path))
   except OSError as e:
-    raise hints_lib.HintError(f'{path}: cannot read it: {e.strerror or e}') from None
+    raise user_hints.HintError(f'{path}: cannot read it: {e.strerror or e}') from None
   except ValueError as e:
-    raise hints_lib.HintError(f'{path}: not JSON ({e})') from None
+    raise user_hints.HintError(f'{path}: not JSON ({e})') from None
   if isinstance(doc, list):
-    return hints_lib.from_json(doc, path), {}
+    return user_hints.from_json(doc, path), {}
   if isinstance(doc, dict):
-    return [], {name: hints_lib.from_json(value, f'{path}: {name}') for name, value in doc.items()}
-  raise hints_lib.HintError(f'{path}: expected a list of hints, or an object mapping file names to lists')
+    return [], {name: user_hints.from_json(value, f'{path}: {name}') for name, value in doc.items()}
+  raise user_hints.HintError(f'{path}: expected a list of hints, or an object mapping file names to lists')
 
 
-def run(colorizer, specs, output, fmt='jpeg', quality=None, batch_size=8, max_pixels=decode.DEFAULT_MAX_PIXELS,
+def run(colorizer, specs, output, fmt='jpeg', quality=None, batch_size=8, max_pixels=decode.BOMB_GUARD_PIXELS,
         progress=True, hints=None):
   """Colour every image of `specs` into `output`; returns a Report (nothing is raised for a bad input).
 
-  hints: None, or a function source -> list of serving.hints.Hint (hints_for)."""
+  hints: None, or a function source -> list of user_hints.Hint (hints_for)."""
   started = time.perf_counter()
   report = Report()
   found, missing = files.expand(specs)
@@ -155,54 +156,51 @@ def summary(report, output, fmt):
   return '\n'.join(lines)
 
 
-FLAGS = flags.FLAGS
+@dataclasses.dataclass
+class Config:
+  model: Optional[str] = cli.flag(None, 'Export directory (DIR/<version>/saved_model.pb) or a version directory.',
+                                  required=True)
+  output: Optional[str] = cli.flag(None, 'Directory (local or gs://) for the colour images.', required=True)
+  format: str = cli.flag('jpeg', 'Output format.', choices=list(EXTENSIONS))
+  quality: Optional[int] = cli.flag(None, 'JPEG quality 1-95 (default: the model\'s own JPEG encoding).', lower=1,
+                                    upper=95)
+  batch_size: int = cli.flag(8, 'Images per model call.', lower=1)
+  max_pixels: int = cli.flag(decode.BOMB_GUARD_PIXELS, 'Refuse images with more pixels: a decompression-bomb guard '
+                             '(Pillow\'s own limit, as the preprocessing job\'s), not the server\'s lower budget per '
+                             'request (serving.app --max-pixels).')
+  hint: list = cli.flag([], 'X,Y,#RRGGBB[,RADIUS]: this colour at this point of every input (X, Y from 0 to 1 from '
+                        'the left and the top; RADIUS a share of the long side). Repeatable. Models trained with '
+                        '--hints.')
+  hints_file: Optional[str] = cli.flag(None, 'JSON hints: a list for every input, or {file name: list}; see --help.')
 
 
-def define_flags():
-  """The command line's flags; defined only when run as a program, so that importing this module (tests,
-  other tools) cannot collide with another module's flags of the same name (--model, --batch-size)."""
-  flags.DEFINE_string('model', None, 'Export directory (DIR/<version>/saved_model.pb) or a version directory.',
-                      required=True)
-  flags.DEFINE_string('output', None, 'Directory (local or gs://) for the colour images.', required=True)
-  flags.DEFINE_enum('format', 'jpeg', list(EXTENSIONS), 'Output format.')
-  flags.DEFINE_integer('quality', None, 'JPEG quality 1-95 (default: the model\'s own JPEG encoding).',
-                       lower_bound=1, upper_bound=95)
-  flags.DEFINE_integer('batch-size', 8, 'Images per model call.', lower_bound=1)
-  flags.DEFINE_integer('max-pixels', decode.DEFAULT_MAX_PIXELS, 'Refuse images with more pixels.')
-  flags.DEFINE_multi_string('hint', [], 'X,Y,#RRGGBB[,RADIUS]: this colour at this point of every input (X, Y '
-                            'from 0 to 1 from the left and the top; RADIUS a share of the long side). Repeatable. '
-                            'Models trained with --hints.')
-  flags.DEFINE_string('hints-file', None, 'JSON hints: a list for every input, or {file name: list}; see --help.')
-
-
-def main(argv):
+def main(cfg, argv):
   if len(argv) < 2:
     raise app.UsageError('give at least one INPUT (file, folder, glob or gs:// path)')
-  if FLAGS.quality is not None and FLAGS.format != 'jpeg':
+  if cfg.quality is not None and cfg.format != 'jpeg':
     raise app.UsageError('--quality applies to --format jpeg only')
   try:   # the hints are checked before the model loads: a typo fails in a second, not after it
-    every = [hints_lib.parse_cli(text) for text in FLAGS.hint]
+    every = [user_hints.parse_cli(text) for text in cfg.hint]
     per_file = {}
-    if FLAGS['hints-file'].value:
-      listed, per_file = read_hints_file(FLAGS['hints-file'].value)
+    if cfg.hints_file:
+      listed, per_file = read_hints_file(cfg.hints_file)
       every += listed
-  except hints_lib.HintError as e:
+  except user_hints.HintError as e:
     raise app.UsageError(str(e)) from None
-  if len(every) > hints_lib.MAX_HINTS:
-    raise app.UsageError(f'{len(every)} hints for every input: at most {hints_lib.MAX_HINTS}')
+  if len(every) > user_hints.MAX_HINTS:
+    raise app.UsageError(f'{len(every)} hints for every input: at most {user_hints.MAX_HINTS}')
   try:
-    colorizer = model.Colorizer(FLAGS.model)
-  except model.ModelError as e:
+    colorizer = exported.Colorizer(cfg.model)
+  except exported.ModelError as e:
     raise app.UsageError(str(e)) from None
   if (every or per_file) and not colorizer.takes_hints:
     raise app.UsageError(f'{colorizer.path} was trained without hints, so it cannot follow --hint or '
                          '--hints-file: train with python -m trainer.task --hints, or leave the hints out')
-  report = run(colorizer, argv[1:], FLAGS.output, FLAGS.format, FLAGS.quality, FLAGS['batch-size'].value,
-               FLAGS['max-pixels'].value, hints=hints_for(every, per_file))
-  print(summary(report, FLAGS.output, FLAGS.format))
+  report = run(colorizer, argv[1:], cfg.output, cfg.format, cfg.quality, cfg.batch_size, cfg.max_pixels,
+               hints=hints_for(every, per_file))
+  print(summary(report, cfg.output, cfg.format))
   return 1 if report.failed else 0
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  cli.run(main, Config)

@@ -9,7 +9,7 @@ at full resolution is compared with the photo by trainer.metrics (PSNR, SSIM, co
 and class-rebalanced with the weights of the model's own training histogram). The grey baseline is the photo's
 own L with a = b = 0. Greyscale photos have no colour to compare with and are skipped (and listed).
 --hints N gives a model trained with --hints N hints per photo from a simulated user (Zhang et al. 2017): at
-random places in the photo, each the truth's mean colour there (serving.hints.simulate); the places depend only
+random places in the photo, each the truth's mean colour there (serving.user_hints.simulate); the places depend only
 on --seed and the photo's path, so two models get the same hints.
 With --report: summary.json, per_image.csv and report.html (a grid of grey input | model | truth).
 """
@@ -20,18 +20,19 @@ import json
 import posixpath
 import sys
 import zlib
+from typing import Optional
 
-from pipeline import quiet
+from pipeline import cli, quiet
 
 tf = quiet.tensorflow()
 
 import numpy as np
-from absl import app, flags
+from absl import app
 from PIL import Image
 from tqdm import tqdm
 
 from pipeline import colour, decode
-from serving import files, hints as hints_lib, inputs, model, report_html
+from serving import exported, files, inputs, report_html, user_hints
 from trainer import abbins, metrics
 
 SYSTEMS = ('model', 'grey_baseline')
@@ -85,14 +86,14 @@ def rebalance_weights(colorizer):
 def simulated_hints(truth, path, count, seed=0):
   """The --hints simulated user's hints for one photo: the same for a path and seed, whatever the model."""
   rng = np.random.default_rng([seed, zlib.crc32(path.encode())])
-  return hints_lib.simulate(truth, count, rng)
+  return user_hints.simulate(truth, count, rng)
 
 
-def evaluate(colorizer, specs, limit=None, sample=24, batch_size=8, max_pixels=decode.DEFAULT_MAX_PIXELS,
+def evaluate(colorizer, specs, limit=None, sample=24, batch_size=8, max_pixels=decode.BOMB_GUARD_PIXELS,
              progress=True, hints=0, seed=0):
   """hints: simulated hints per photo (simulated_hints), for models trained with --hints."""
   if hints and not colorizer.takes_hints:
-    raise model.ModelError(f'{colorizer.path} was trained without hints: evaluate it with --hints 0')
+    raise exported.ModelError(f'{colorizer.path} was trained without hints: evaluate it with --hints 0')
   found, missing = files.expand(specs)
   found = found[:limit] if limit else found
   result = Evaluation(failed=list(missing), hints=hints)
@@ -170,33 +171,32 @@ def _test_model_warning(colorizer):
           if weights == 'random' else '')
 
 
-FLAGS = flags.FLAGS
+@dataclasses.dataclass
+class Config:
+  model: Optional[str] = cli.flag(None, 'Export directory (DIR/<version>/saved_model.pb) or a version directory.',
+                                  required=True)
+  images: list = cli.flag(None, 'Colour photos: folder (recursive), glob, file or gs:// path; repeatable.',
+                          required=True)
+  report: Optional[str] = cli.flag(None, 'Directory (local or gs://) for summary.json, per_image.csv, report.html.')
+  limit: Optional[int] = cli.flag(None, 'Evaluate only the first N images (in path order).', lower=1)
+  sample: int = cli.flag(24, 'Images shown in the report\'s grid.', lower=0)
+  batch_size: int = cli.flag(8, 'Images per model call.', lower=1)
+  max_pixels: int = cli.flag(decode.BOMB_GUARD_PIXELS, 'Refuse images with more pixels: a decompression-bomb guard '
+                             '(Pillow\'s own limit, as the preprocessing job\'s), not the server\'s lower budget per '
+                             'request (serving.app --max-pixels).')
+  hints: int = cli.flag(0, 'Simulated hints per photo (models trained with --hints).', lower=0,
+                        upper=user_hints.MAX_HINTS)
+  seed: int = cli.flag(0, 'Seed of the simulated hints\' places.')
 
 
-def define_flags():
-  """The command line's flags, defined only when run as a program (see serving.colorize.define_flags)."""
-  flags.DEFINE_string('model', None, 'Export directory (DIR/<version>/saved_model.pb) or a version directory.',
-                      required=True)
-  flags.DEFINE_multi_string('images', None, 'Colour photos: folder (recursive), glob, file or gs:// path; '
-                            'repeatable.', required=True)
-  flags.DEFINE_string('report', None, 'Directory (local or gs://) for summary.json, per_image.csv, report.html.')
-  flags.DEFINE_integer('limit', None, 'Evaluate only the first N images (in path order).', lower_bound=1)
-  flags.DEFINE_integer('sample', 24, 'Images shown in the report\'s grid.', lower_bound=0)
-  flags.DEFINE_integer('batch-size', 8, 'Images per model call.', lower_bound=1)
-  flags.DEFINE_integer('max-pixels', decode.DEFAULT_MAX_PIXELS, 'Refuse images with more pixels.')
-  flags.DEFINE_integer('hints', 0, 'Simulated hints per photo (models trained with --hints).', lower_bound=0,
-                       upper_bound=hints_lib.MAX_HINTS)
-  flags.DEFINE_integer('seed', 0, 'Seed of the simulated hints\' places.')
-
-
-def main(argv):
+def main(cfg, argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}: pass the photos with --images')
   try:
-    colorizer = model.Colorizer(FLAGS.model)
-    result = evaluate(colorizer, FLAGS.images, FLAGS.limit, FLAGS.sample, FLAGS['batch-size'].value,
-                      FLAGS['max-pixels'].value, hints=FLAGS.hints, seed=FLAGS.seed)
-  except model.ModelError as e:
+    colorizer = exported.Colorizer(cfg.model)
+    result = evaluate(colorizer, cfg.images, cfg.limit, cfg.sample, cfg.batch_size, cfg.max_pixels,
+                      hints=cfg.hints, seed=cfg.seed)
+  except exported.ModelError as e:
     raise app.UsageError(str(e)) from None
   warning = _test_model_warning(colorizer)
   if warning:
@@ -207,12 +207,11 @@ def main(argv):
     print(f'  FAILED {path}: {reason}')
   if result.rows:
     print(table(result.summary()))
-  if FLAGS.report:
-    write_report(FLAGS.report, colorizer, result)
-    print(f'Report: {posixpath.join(FLAGS.report, "report.html")} (and summary.json, per_image.csv)')
+  if cfg.report:
+    write_report(cfg.report, colorizer, result)
+    print(f'Report: {posixpath.join(cfg.report, "report.html")} (and summary.json, per_image.csv)')
   return 1 if result.failed or not result.rows else 0
 
 
 if __name__ == '__main__':
-  define_flags()
-  app.run(main)
+  cli.run(main, Config)

@@ -16,20 +16,20 @@ import skimage.data
 from PIL import Image
 
 import made_records
-from serving import model
+from serving import exported
 
 
 def build_export(root, embedder='mobilenet_v2', width=0.25, photos=6, hints=True):
   """Export base directory (under root) of a colorizer trained for two steps on the Beam job's records of the
   first sample photos (random embedder weights; made_records makes them once per test process), with hint points
   (its export has every signature)."""
-  from trainer import task
+  from trainer import config, task
   records = made_records.shared()
   data = records('--input', records.photos(photos), '--embedder', embedder, '--embedder-weights', 'random',
                  '--runner', 'DirectRunner', '--num-shards', '1', '--val-fraction', '0.3')
-  result = task.train(task.Config(data=data, job_dir=str(pathlib.Path(root) / 'job'), epochs=1,
-                                  steps_per_epoch=2, batch_size=2, width=width, val_images=2, sample_images=0,
-                                  hints=hints))
+  result = task.train(config.Config(data=data, job_dir=str(pathlib.Path(root) / 'job'), epochs=1,
+                                    steps_per_epoch=2, batch_size=2, width=width, val_images=2, sample_images=0,
+                                    hints=hints))
   return os.path.dirname(result['export'])
 
 
@@ -66,7 +66,7 @@ def export_dir():
 
 @functools.cache
 def colorizer():
-  return model.Colorizer(export_dir())
+  return exported.Colorizer(export_dir())
 
 
 def jpeg(rgb_or_grey, quality=90):

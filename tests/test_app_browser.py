@@ -200,10 +200,10 @@ GREEN = '#2a9d3a'   # hue ~140 in Lab; the pattern's is 45 top left, -45 bottom 
 @pytest.fixture(scope='module')
 def pattern_url(tmp_path_factory):
   """A server on the pattern model with hints: each hint's colour lands exactly where it was placed."""
-  from serving import model
+  from serving import exported
   base = tmp_path_factory.mktemp('pattern-hints')
   sm.save_pattern(str(base / '1'), hints=True)
-  with http_server.Background(app.make_app(app.Service(model.Colorizer(str(base))))) as address:
+  with http_server.Background(app.make_app(app.Service(exported.Colorizer(str(base))))) as address:
     yield 'http://%s:%d/' % address
 
 
@@ -332,10 +332,10 @@ def test_hint_palette_keyboard_and_round_trip_time(browser, url, tmp_path):
 
 
 def test_no_hint_controls_for_a_model_without_hints(browser, tmp_path):
-  from serving import model
+  from serving import exported
   base = tmp_path / 'pattern'
   sm.save_pattern(str(base / '1'), hints=False)
-  with http_server.Background(app.make_app(app.Service(model.Colorizer(str(base))))) as address:
+  with http_server.Background(app.make_app(app.Service(exported.Colorizer(str(base))))) as address:
     page = browser.new_page()
     page.goto('http://%s:%d/' % address)
     photo = tmp_path / 'grey.png'

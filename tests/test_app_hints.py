@@ -15,7 +15,7 @@ import skimage.color
 import tensorflow as tf
 
 import serving_model as sm
-from serving import app, hints as hints_lib, model, server as http_server
+from serving import app, exported, server as http_server, user_hints
 from test_app import b64, call, predict
 
 GREY = 119   # L ~ 50: the pattern's and the hints' colours are in gamut there
@@ -31,7 +31,7 @@ def trained():
 
 def _pattern_server(base, hints):
   sm.save_pattern(str(base / '1'), hints=hints)
-  colorizer = model.Colorizer(str(base))
+  colorizer = exported.Colorizer(str(base))
   return colorizer, http_server.Background(app.make_app(app.Service(colorizer, **LIMITS)))
 
 
@@ -83,7 +83,7 @@ def test_upload_with_hints_paints_each_hint_where_it_was_placed(pattern):
   with_hints, without = sm.decoded(body), sm.decoded(plain)
   for h in hints:
     row, col = int(h['y'] * 200), int(h['x'] * 300)
-    want = hue(hints_lib.parse_colour(h['colour'], 'test'))
+    want = hue(user_hints.parse_colour(h['colour'], 'test'))
     assert hue_gap(hue(with_hints[row - 2:row + 3, col - 2:col + 3]), want) < 12   # the hint's hue, where it is
     assert hue_gap(hue(without[row, col]), want) > 60                             # not the pattern's there
   np.testing.assert_allclose(with_hints[100:110, 140:160], without[100:110, 140:160], atol=3)   # far: unchanged
@@ -143,7 +143,7 @@ def test_suggest_route_and_suggest_colours(trained):
   assert all(len(p['colour']) == 7 and p['colour'][0] == '#' and 0 <= p['probability'] <= 1 for p in palette)
   probabilities = [p['probability'] for p in palette]
   assert sum(probabilities) <= 1 + 1e-5 and probabilities == sorted(probabilities, reverse=True)
-  (want,) = colorizer.suggest(photo, [(0.4, 0.6)], hints_lib.from_json(hints))
+  (want,) = colorizer.suggest(photo, [(0.4, 0.6)], user_hints.from_json(hints))
   assert sorted(p['colour'] for p in palette) == sorted('#%02x%02x%02x' % rgb for rgb, _ in want)
   # TF Serving's predict: two photos asking about 2 and 1 points, one with hints.
   status, response = predict(server, {'signature_name': 'suggest_colours', 'instances': [
@@ -162,15 +162,15 @@ def test_suggest_route_and_suggest_colours(trained):
 def test_metadata_and_health_tell_what_the_model_takes(trained, no_hints):
   status, _, body = call(trained[0], 'GET', '/v1/models/colorizer/metadata')
   defs = json.loads(body)['metadata']['signature_def']['signature_def']
-  assert set(defs) == set(model.SIGNATURES + model.OPTIONAL_SIGNATURES)
+  assert set(defs) == set(exported.SIGNATURES + exported.OPTIONAL_SIGNATURES)
   assert defs['colorize_hints']['inputs']['points']['tensor_shape']['dim'][2]['size'] == '2'
   health = json.loads(call(trained[0], 'GET', '/healthz')[2])
-  assert health['hints'] and health['suggests'] and health['max_hints'] == hints_lib.MAX_HINTS
+  assert health['hints'] and health['suggests'] and health['max_hints'] == user_hints.MAX_HINTS
   health = json.loads(call(no_hints[0], 'GET', '/healthz')[2])
   assert not health['hints'] and not health['suggests']
 
 
-TOO_MANY = [{'x': 0.5, 'y': 0.5, 'colour': BLUE}] * (hints_lib.MAX_HINTS + 1)
+TOO_MANY = [{'x': 0.5, 'y': 0.5, 'colour': BLUE}] * (user_hints.MAX_HINTS + 1)
 
 
 @pytest.mark.parametrize('hints, header, query, message', [
@@ -184,7 +184,7 @@ TOO_MANY = [{'x': 0.5, 'y': 0.5, 'colour': BLUE}] * (hints_lib.MAX_HINTS + 1)
     ([{'x': 0.5, 'colour': BLUE}], None, '', 'hints[0]: expected x, y, colour'),
     ([[0.5, 0.2, BLUE]], None, '', 'hints[0]: expected an object'),
     ({'x': 0.5}, None, '', 'hints: expected a list of hints'),
-    (TOO_MANY, None, '', f'hints: {hints_lib.MAX_HINTS + 1} hints, more than the {hints_lib.MAX_HINTS}'),
+    (TOO_MANY, None, '', f'hints: {user_hints.MAX_HINTS + 1} hints, more than the {user_hints.MAX_HINTS}'),
     (None, [{'x': 2, 'y': 0, 'colour': BLUE}], '', 'X-Colorizer-Hints[0]: (2, 0) is outside the photo'),
     ([], [], '', 'both as a query parameter and as the X-Colorizer-Hints header'),
     (None, None, 'hints=%5B%7Bx', 'hints: not JSON'),
@@ -214,9 +214,9 @@ def instance(**changes):
     ({'instances': [instance(colours=[[-1, 96, 20]])]}, 'instances[0].colours[0]: [-1, 96, 20] is not an sRGB'),
     ({'instances': [instance(radius=[0.3])]}, 'instances[0].radius[0]: 0.3 is not in 0..0.25'),
     ({'instances': [instance(radius=[-0.1])]}, 'instances[0].radius[0]: -0.1 is not in 0..0.25'),
-    ({'instances': [instance(points=[[0.5, 0.5]] * (hints_lib.MAX_HINTS + 1),
-                             colours=[[0, 0, 0]] * (hints_lib.MAX_HINTS + 1), radius=[0] * (hints_lib.MAX_HINTS + 1))]},
-     f'instances[0].points: {hints_lib.MAX_HINTS + 1} points, more than the {hints_lib.MAX_HINTS}'),
+    ({'instances': [instance(points=[[0.5, 0.5]] * (user_hints.MAX_HINTS + 1),
+                             colours=[[0, 0, 0]] * (user_hints.MAX_HINTS + 1), radius=[0] * (user_hints.MAX_HINTS + 1))]},
+     f'instances[0].points: {user_hints.MAX_HINTS + 1} points, more than the {user_hints.MAX_HINTS}'),
     ({'instances': [instance(colours=[[0, 0, 0]] * 2)]}, 'instances[0].points: 1 points, but 2 colours'),
     ({'instances': [instance(points=[0.5, 0.5])]}, 'instances[0].points: shape [2], the signature takes [None, 2]'),
     ({'instances': [instance(colours=[[1, 2]])]}, 'instances[0].colours: shape [1, 2]'),

@@ -3,7 +3,7 @@ import dataclasses
 from typing import Optional
 
 import pytest
-from absl import app
+from absl import app, flags
 
 from pipeline import cli
 
@@ -48,3 +48,19 @@ def test_as_flags_gives_the_command_line_of_a_config():
   cfg = Example(data='d', export=False, inputs=['a', 'b'], start=0, rate=0.5)
   assert cli.parse(Example, ['prog'] + cli.as_flags(cfg))[0] == cfg
   assert cli.as_flags(Example()) == []
+
+
+def test_validate_refuses_in_code_what_the_flags_refuse():
+  cli.validate(Example(start=0, stride=2))
+  for kw, flag in ((dict(image_size=16), 'image-size'), (dict(stride=3), 'stride'), (dict(kind='beta'), 'kind'),
+                   (dict(rate=-1.0), 'rate'), (dict(start=-1), 'start')):
+    with pytest.raises(app.UsageError, match=flag):
+      cli.validate(Example(**kw))
+
+
+def test_the_flags_belong_to_the_module_that_defines_them():
+  """absl's --help lists the main module's flags: an entry point's must be its own, not pipeline.cli's."""
+  flag_values = flags.FlagValues()
+  cli.define(Example, flag_values)
+  assert {f.name for f in flag_values.get_key_flags_for_module(__name__)} == {
+      name for _, name, _ in cli.flag_fields(Example)}

@@ -16,7 +16,7 @@ import skimage.color
 import serving_model as sm
 from benchmarks import hostile
 from pipeline import letterbox
-from serving import app, colorize, model, server as http_server
+from serving import app, colorize, exported, server as http_server
 
 SIZE = 64
 AB = 40.0
@@ -29,7 +29,7 @@ PHOTOS = [(60, 300), (300, 60), (3, 2), (5, 7), (201, 133), (97, 389), (389, 97)
 def pattern(tmp_path_factory):
   base = tmp_path_factory.mktemp('pattern-export')
   sm.save_pattern(str(base / '1'), SIZE, AB)
-  return model.Colorizer(str(base))
+  return exported.Colorizer(str(base))
 
 
 def expected_boundaries(height, width):

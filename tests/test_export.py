@@ -1,8 +1,10 @@
 """The exported SavedModel: same ab in a fresh process as the trainer's model, photos coloured at their own size,
 TF Serving layout, saved_model_cli, the export command line and Vertex AI's AIP_MODEL_DIR, embedder checks."""
+import dataclasses
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -15,7 +17,7 @@ from PIL import Image
 
 from paths import REPO
 from pipeline import embedder, schema
-from trainer import data, export, jobdir, model as model_lib, task
+from trainer import config, data, export, jobdir, loop, model as model_lib, runinfo, task
 
 SIZE = 64
 IMAGES = {'wide.jpg': (80, 300), 'tall.jpg': (200, 60), 'tiny.jpg': (5, 7), 'colour.png': (120, 90),
@@ -39,7 +41,7 @@ for signature, ext in (('serving_default', 'jpg'), ('colorize_png', 'png')):
 
 
 def _config(records, job_dir, **kw):
-  return task.Config(data=records, job_dir=str(job_dir), **dict(
+  return config.Config(data=records, job_dir=str(job_dir), **dict(
       dict(epochs=1, steps_per_epoch=3, batch_size=4, width=0.25, strategy='one_device', val_images=2,
            sample_images=0), **kw))
 
@@ -61,7 +63,7 @@ def trained(records, tmp_path_factory):
 def _trainer_ab(cfg, l):
   """ab and embedding as the training code computes them, from the job's latest checkpoint."""
   meta = data.load_metadata(cfg.data)
-  trainer = task.Trainer(cfg, meta, tf.distribute.get_strategy(), total_steps=1)
+  trainer = loop.Trainer(cfg, meta, tf.distribute.get_strategy(), total_steps=1)
   latest = tf.train.latest_checkpoint(jobdir.paths(cfg.job_dir).checkpoints)
   trainer.checkpoint.restore(latest).assert_existing_objects_matched()
   embedding = embedder.build('mobilenet_v2', 'random', 'float32', SIZE)(l)
@@ -144,10 +146,16 @@ def test_saved_model_cli_lists_the_signatures(trained):
     assert text in out, text
 
 
+# colorizer.json's keys before it was derived from run.json's record (the serving front ends and benchmarks read them).
+INFO_KEYS = {'image_size', 'embedder', 'encoder', 'output_stride', 'model', 'loss', 'width', 'ab_histogram', 'hints',
+             'step', 'checkpoint', 'ab_bins', 'annealed_mean_temperature'}
+
+
 def test_colorizer_json_describes_the_model(trained, records):
   cfg, path = trained
   info = json.loads(open(os.path.join(path, jobdir.INFO_FILE)).read())
   meta = schema.read_metadata(records)
+  assert INFO_KEYS <= set(info) and (info['width'], info['hints']) == (0.25, True)
   assert info['image_size'] == SIZE and info['embedder'] == meta['embedder']
   assert info['ab_histogram'] == meta['ab_histogram']
   assert (info['model'], info['loss'], info['step']) == ('unet', 'classification', 3)   # the defaults
@@ -172,6 +180,40 @@ def test_export_command_honours_aip_model_dir(records, tmp_path):
   np.testing.assert_allclose(loaded.signatures['raw'](l=l)['ab'], _trainer_ab(cfg, l), atol=1e-3)
   info = json.loads((target / jobdir.INFO_FILE).read_text())
   assert (info['model'], info['loss'], info['step'], info['annealed_mean_temperature']) == ('beta', 'mse', 1, None)
+  assert info['encoder'] is None and info['output_stride'] is None   # no encoder: no output stride
+
+
+@pytest.mark.parametrize('model', ['unet', 'beta'])
+def test_a_job_dir_with_a_flat_run_json_of_before_still_exports_and_resumes(records, tmp_path, model):
+  """run.json as trainer.task wrote it before it recorded the config whole: flat keys, None for 'not applicable'."""
+  cfg = _config(records, tmp_path / 'job', model=model, steps_per_epoch=1, export=False, val_images=0)
+  task.train(cfg)
+  p = jobdir.paths(cfg.job_dir)
+  meta = schema.read_metadata(records)
+  encoder = {'name': 'mobilenet_v2', 'weights': 'random'} if model == 'unet' else None
+  old = {'global_batch': 4, 'replicas': 1, 'model': model, 'loss': 'classification', 'width': 0.25,
+         'image_size': SIZE, 'embedder': meta['embedder'], 'encoder': encoder,
+         'output_stride': 4 if model == 'unet' else None, 'ab_histogram': meta['ab_histogram'], 'data': records,
+         'precision': 'float32', 'batch_size': 4, 'learning_rate': 0.001, 'schedule': 'cosine', 'zoom': 0.5,
+         'rebalance_mix': 0.5, 'temperature': 0.38, 'hints': True, 'seed': 0, 'fine_tune_from': None,
+         'encoder_lr_scale': None}
+  with open(p.run_file, 'w') as f:
+    json.dump(old, f)
+  info = json.loads(open(os.path.join(export.export(cfg.job_dir), jobdir.INFO_FILE)).read())
+  assert {key: info[key] for key in INFO_KEYS} == dict(
+      {key: old[key] for key in INFO_KEYS & set(old)}, step=1, ab_bins=261, annealed_mean_temperature=0.38,
+      checkpoint=tf.train.latest_checkpoint(p.checkpoints))
+  # The same flags resume it (another model would be refused), and run.json is then written in today's layout.
+  assert task.train(dataclasses.replace(cfg, epochs=2))['step'] == 2
+  assert runinfo.read(p)['config'] == dataclasses.asdict(dataclasses.replace(cfg, epochs=2, fine_tune_from=0))
+  with pytest.raises(jobdir.RunError, match=r'\(model: '):
+    task.train(dataclasses.replace(cfg, model='fusion' if model == 'beta' else 'beta', epochs=3))
+
+
+def test_help_lists_every_flag():
+  out = subprocess.run([sys.executable, '-m', 'trainer.export', '--help'], cwd=REPO, capture_output=True, text=True,
+                       timeout=120).stdout
+  assert set(re.findall(r'^  --([\w-]+):', out, re.M)) == {'job-dir', 'checkpoint', 'temperature'}, out
 
 
 def test_export_refuses_embedder_weights_that_changed(tmp_path):

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 import serving_model as sm
-from serving import colorize, evaluate, hints as serving_hints, model as serving_model
-from trainer import data, export, hints, jobdir, model as model_lib, propagate, task
+from serving import colorize, errors as serving_errors, evaluate, exported as serving_model, user_hints as serving_hints
+from trainer import config, data, export, hints, jobdir, model as model_lib, propagate, runinfo, task
 
 SIZE = 64
 
@@ -20,7 +20,7 @@ def records(make_records):
 
 
 def _config(records, job_dir, **kw):
-  return task.Config(data=str(records), job_dir=str(job_dir), **dict(
+  return config.Config(data=str(records), job_dir=str(job_dir), **dict(
       dict(epochs=1, steps_per_epoch=2, batch_size=4, width=0.25, strategy='one_device', val_images=0,
            sample_images=0, export=False, hints=True), **kw))
 
@@ -148,7 +148,7 @@ def test_trains_with_hints_on_two_replicas_in_float16_and_resumes_only_with_them
   job = tmp_path / 'job'
   result = task.train(_config(records, job, strategy='mirrored', precision='mixed_float16', batch_size=2))
   assert result['step'] == 2 and np.isfinite(result['loss'])
-  assert jobdir.read_run(jobdir.paths(str(job)))['hints'] is True
+  assert runinfo.read(jobdir.paths(str(job)))['config']['hints'] is True
   with pytest.raises(jobdir.RunError, match='hints: True there, False now'):
     task.train(_config(records, job, strategy='mirrored', precision='mixed_float16', batch_size=2, hints=False))
 
@@ -157,10 +157,12 @@ def test_a_run_json_from_before_hints_resumes_without_them(records, tmp_path):
   job = tmp_path / 'job'
   task.train(_config(records, job, hints=False, model='beta'))
   p = jobdir.paths(str(job))
-  run = jobdir.read_run(p)
-  del run['hints']
+  run = runinfo.read(p)
+  # Flat, as trainer.task wrote run.json then: the config's keys beside the facts, and no 'hints'.
+  flat = {key: value for key, value in run['config'].items() if key not in ('encoder', 'hints')}
+  flat.update({key: value for key, value in run.items() if key != 'config'}, output_stride=None, fine_tune_from=None)
   with open(p.run_file, 'w') as f:
-    json.dump(run, f)
+    json.dump(flat, f)
   assert task.train(_config(records, job, hints=False, model='beta', epochs=2))['step'] == 4
 
 
@@ -274,5 +276,5 @@ def test_a_model_without_hints_refuses_them(tmp_path):
   sm.save_pattern(str(path), size=64)
   plain = serving_model.Colorizer(str(path))
   assert not plain.takes_hints and 'colorize_hints' not in plain.signature_names
-  with pytest.raises(serving_model.ColorizeError, match='trained without hints'):
+  with pytest.raises(serving_errors.Unsupported, match='trained without hints'):
     plain.colorize([sm.png(np.zeros((8, 8), np.uint8))], 'png', [[serving_hints.make(0.5, 0.5, '#ff0000')]])

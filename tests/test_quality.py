@@ -46,7 +46,7 @@ def test_the_study_trains_evaluates_and_reports(shared_imagenet, mobilenet_weigh
     # The table shows serving.evaluate's own figures.
     assert f"{summary['metrics']['model']['auc_rebalanced']:.4f}" in rows[name]
   run_info = json.loads((work / 'jobs' / 'beta-mse' / 'checkpoints' / 'run.json').read_text())
-  assert run_info['zoom'] == 0.8 and run_info['image_size'] == 64   # --trainer-args reached the trainer
+  assert run_info['config']['zoom'] == 0.8 and run_info['image_size'] == 64   # --trainer-args reached the trainer
   # The unet found the MobileNetV2 weights through the records' metadata.
   unet_run = json.loads((work / 'jobs' / 'unet-classification' / 'checkpoints' / 'run.json').read_text())
   assert unet_run['encoder']['weights'] == str(mobilenet_weights)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import corpus
 import serving_model as sm
-from serving import batching, inputs, model
+from serving import batching, errors, exported, inputs
 
 
 @pytest.fixture(scope='module')
@@ -30,15 +30,15 @@ def test_export_base_resolves_to_its_highest_version(tmp_path):
     shutil.copytree(version_dir, base / str(v))
   (base / '99-partial').mkdir()          # not a version: ignored
   (base / '40').mkdir()                  # no saved_model.pb (an export in progress): ignored
-  assert model.find_version(str(base)) == (str(base / '12'), 12)
-  assert model.find_version(str(base / '3')) == (str(base / '3'), 3)
+  assert exported.find_version(str(base)) == (str(base / '12'), 12)
+  assert exported.find_version(str(base / '3')) == (str(base / '3'), 3)
 
 
 def test_a_directory_without_a_model_says_what_to_pass(tmp_path):
-  with pytest.raises(model.ModelError, match='trainer.export'):
-    model.Colorizer(str(tmp_path))
-  with pytest.raises(model.ModelError, match='does not exist'):
-    model.Colorizer(str(tmp_path / 'nope'))
+  with pytest.raises(exported.ModelError, match='trainer.export'):
+    exported.Colorizer(str(tmp_path))
+  with pytest.raises(exported.ModelError, match='does not exist'):
+    exported.Colorizer(str(tmp_path / 'nope'))
 
 
 def test_model_info_is_read(colorizer):
@@ -61,7 +61,7 @@ def test_batch_equals_the_signature_and_isolates_a_bad_image(colorizer):
   good = [sm.jpeg(sm.grey_photo(120, 90)), sm.png(sm.grey_photo(50, 70))]
   direct = colorizer.signature('serving_default')(image_bytes=tf.constant(good))['image_bytes'].numpy()
   results = colorizer.colorize([good[0], b'\xff\xd8 not really a jpeg', good[1]])
-  assert isinstance(results[1], model.ColorizeError) and 'cannot decode' in str(results[1])
+  assert isinstance(results[1], errors.BadInput) and 'cannot decode' in str(results[1])
   for got, want in zip([results[0], results[2]], direct):
     np.testing.assert_allclose(sm.decoded(got), sm.decoded(want), atol=2)   # batch of 1 vs 2: float noise
 
@@ -93,15 +93,15 @@ def test_odd_formats_are_converted_with_the_pipelines_decoder(colorizer, odd_fil
 @pytest.mark.parametrize('name, message', [('zero-byte.jpg', 'empty'), ('text.JPEG', 'not an image'),
                                            ('truncated.jpg', 'corrupt'), ('bomb.png', 'pixels')])
 def test_bad_inputs_are_refused_with_the_reason(odd_files, name, message):
-  with pytest.raises(inputs.InputError, match=message) as e:
+  kind = errors.TooLarge if name == 'bomb.png' else errors.BadInput
+  with pytest.raises(errors.ServingError, match=message) as e:
     inputs.prepare(odd_files[name].read_bytes(), max_pixels=10_000_000)
-  assert e.value.status == (413 if name == 'bomb.png' else 400)
+  assert type(e.value) is kind
 
 
 def test_byte_limit():
-  with pytest.raises(inputs.InputError, match='over the limit of 1000') as e:
+  with pytest.raises(errors.TooLarge, match='over the limit of 1000'):
     inputs.prepare(sm.jpeg(sm.grey_photo()), max_bytes=1000)
-  assert e.value.status == 413
 
 
 def test_batcher_batches_concurrent_items_and_keeps_order():

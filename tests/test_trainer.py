@@ -1,10 +1,12 @@
-"""The trainer on real records from the Beam job: ab bins, losses, distribution, resumption, bad data.
+"""The trainer on real records from the Beam job: ab bins, losses, distribution, resumption, bad data, flags.
 
 Records are small (64 x 64 canvases of scikit-image's photos) and the network narrow (--width), so every run
 here takes seconds on two CPU cores; multi-worker and kill/resume run real `python -m trainer.task` processes.
 """
+import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,8 +21,9 @@ import tensorflow as tf
 from absl import app
 
 from paths import REPO
-from pipeline import colour, schema
-from trainer import abbins, data, jobdir, losses, model as model_lib, task
+from pipeline import cli, colour, schema
+from trainer import (abbins, config, data, distribute, jobdir, losses, loop, model as model_lib, optimizers, runinfo,
+                     task)
 
 SIZE = 64
 # Subprocesses split the CPU into two logical devices before TensorFlow starts, as conftest.py does here.
@@ -44,7 +47,7 @@ def records(make_records):
 def _config(records, job_dir, **kw):
   defaults = dict(epochs=1, steps_per_epoch=2, batch_size=4, width=0.25, strategy='one_device', export=False,
                   val_images=2, sample_images=2, log_every=1)
-  return task.Config(data=records, job_dir=str(job_dir), **dict(defaults, **kw))
+  return config.Config(data=records, job_dir=str(job_dir), **dict(defaults, **kw))
 
 
 def _scalars(log_dir, tag):
@@ -161,9 +164,9 @@ def _sgd_weights_after_two_steps(records, meta, batch, strategy_name, sum_not_me
   # without hints, the network the 0.4 % below was measured on (test_hints.py trains hints on two replicas).
   cfg = _config(records, '/unused', batch_size=4 // replicas, optimizer='sgd', schedule='constant',
                 learning_rate=0.05, model='fusion', hints=False)
-  strategy = task.make_strategy(strategy_name)
+  strategy = distribute.make_strategy(strategy_name)
   keras.utils.set_random_seed(7)
-  trainer = task.Trainer(cfg, meta, strategy, total_steps=2)
+  trainer = loop.Trainer(cfg, meta, strategy, total_steps=2)
   assert trainer.global_batch == 4 and strategy.num_replicas_in_sync == replicas
   if sum_not_mean:   # the bug this test exists for: each replica's loss divided by its own batch, then summed
     trainer.global_batch = cfg.batch_size
@@ -209,8 +212,8 @@ def test_float16_finiteness_is_decided_on_the_all_reduced_gradients(records):
   """An overflow on replica 1 only: both replicas skip the update and halve the loss scale (Keras' own check
   reads replica 0's gradients, finds them finite, and applies the infinite sum everywhere)."""
   meta = data.load_metadata(records)
-  strategy = task.make_strategy('mirrored')
-  trainer = task.Trainer(_config(records, '/unused', batch_size=2, precision='mixed_float16'), meta, strategy,
+  strategy = distribute.make_strategy('mirrored')
+  trainer = loop.Trainer(_config(records, '/unused', batch_size=2, precision='mixed_float16'), meta, strategy,
                          total_steps=10)
   variables = trainer.model.trainable_variables
   before = [v.numpy() for v in variables]
@@ -256,12 +259,12 @@ def test_a_loop_of_k_steps_is_k_single_steps(records):
   meta = data.load_metadata(records)
   batch = _fixed_batch(records, meta)
   weights = []
-  for loop in (False, True):
+  for one_call in (False, True):
     keras.utils.set_random_seed(3)
-    trainer = task.Trainer(_config(records, '/unused', optimizer='sgd', schedule='constant'), meta,
+    trainer = loop.Trainer(_config(records, '/unused', optimizer='sgd', schedule='constant'), meta,
                            tf.distribute.get_strategy(), total_steps=3)
     iterator = trainer.distribute(tf.data.Dataset.from_tensors(batch).repeat())
-    if loop:
+    if one_call:
       mean, done, finite = trainer.train_loop(iterator, tf.constant(3, tf.int64))
       assert int(done) == 3 and bool(finite) and np.isfinite(float(mean))
     else:
@@ -278,7 +281,7 @@ def test_fine_tuning_moves_the_encoder_only_from_its_step_and_never_its_batch_no
   meta = data.load_metadata(records)
   batch = _fixed_batch(records, meta)
   cfg = _config(records, tmp_path, model='unet', fine_tune_from=2, encoder_lr_scale=0.5, hints=False)
-  trainer = task.Trainer(cfg, meta, tf.distribute.get_strategy(), total_steps=6)
+  trainer = loop.Trainer(cfg, meta, tf.distribute.get_strategy(), total_steps=6)
   encoder = model_lib.encoder_of(trainer.model)
   assert encoder.trainable_variables and len(trainer._optimizers) == 2
 
@@ -300,24 +303,27 @@ def test_fine_tuning_moves_the_encoder_only_from_its_step_and_never_its_batch_no
     np.testing.assert_array_equal(a, b)
   assert any(not np.array_equal(a, b) for a, b in zip(first[2], third[2]))
   with pytest.raises(app.UsageError, match='--fine-tune-from'):
-    task._check(_config(records, tmp_path, model='fusion', fine_tune_from=2))
+    config.check(_config(records, tmp_path, model='fusion', fine_tune_from=2))
 
 
 def test_by_default_the_encoder_is_fine_tuned_from_a_fifth_of_the_run_and_a_resume_keeps_that_step(records, tmp_path):
   job = tmp_path / 'job'
   task.train(_config(records, job, steps_per_epoch=5, hints=False))   # the default model: unet
-  run = jobdir.read_run(jobdir.paths(str(job)))
-  assert run['fine_tune_from'] == 1 and run['encoder_lr_scale'] == 0.1
+  run = runinfo.read(jobdir.paths(str(job)))
+  # run.json records the whole config as resolved: the default's step made explicit.
+  assert run['config'] == dataclasses.asdict(_config(records, job, steps_per_epoch=5, hints=False, fine_tune_from=1))
   ckpt = tf.train.latest_checkpoint(str(job / 'checkpoints'))
   assert any(n.startswith('encoder_optimizer/') for n, _ in tf.train.list_variables(ckpt))
   # Twice as long now (a fifth would be step 2), but the checkpoints were made with step 1: it stays.
   assert task.train(_config(records, job, epochs=2, steps_per_epoch=5, hints=False))['step'] == 10
-  assert jobdir.read_run(jobdir.paths(str(job)))['fine_tune_from'] == 1
-  resolve = task.resolve_fine_tune
+  assert runinfo.read(jobdir.paths(str(job)))['config']['fine_tune_from'] == 1
+  resolve = config.resolve_fine_tune
   assert resolve(_config(records, job, model='fusion'), 100).fine_tune_from == 0
   assert resolve(_config(records, job, precision='mixed_float16'), 100).fine_tune_from == 0
   assert resolve(_config(records, job, fine_tune_from=0), 100).fine_tune_from == 0
-  assert resolve(_config(records, job), 100, previous_run={'fine_tune_from': None}).fine_tune_from == 0
+  assert resolve(_config(records, job), 100, previous_run={'config': {'fine_tune_from': 3}}).fine_tune_from == 3
+  # A flat run.json (before the config was recorded whole) said None for a frozen encoder.
+  assert resolve(_config(records, job), 100, previous_run=runinfo.upgrade({'fine_tune_from': None})).fine_tune_from == 0
 
 
 def test_xla_step_matches_the_graph_step_and_refuses_cpu_replicas(records):
@@ -327,13 +333,13 @@ def test_xla_step_matches_the_graph_step_and_refuses_cpu_replicas(records):
   for xla in (False, True):
     keras.utils.set_random_seed(5)
     # fusion: the unet's random frozen trunk turns XLA's different rounding into 1 % loss differences.
-    trainer = task.Trainer(_config(records, '/unused', xla=xla, model='fusion'), meta, tf.distribute.get_strategy(),
+    trainer = loop.Trainer(_config(records, '/unused', xla=xla, model='fusion'), meta, tf.distribute.get_strategy(),
                            total_steps=3)
     iterator = trainer.distribute(tf.data.Dataset.from_tensors(batch).repeat())
     losses_[xla] = [float(trainer.train_step(iterator)) for _ in range(3)]
   np.testing.assert_allclose(losses_[True], losses_[False], rtol=1e-3)
   with pytest.raises(app.UsageError, match='--xla with 2 replicas needs every replica on a GPU'):
-    task.Trainer(_config(records, '/unused', xla=True), meta, task.make_strategy('mirrored'), total_steps=1)
+    loop.Trainer(_config(records, '/unused', xla=True), meta, distribute.make_strategy('mirrored'), total_steps=1)
 
 
 def test_two_steps_under_mirrored_strategy_write_checkpoints_and_tensorboard(records, tmp_path):
@@ -379,11 +385,24 @@ def test_zoom_keeps_the_content_box_on_the_content(box):
 
 
 def test_learning_rate_schedules(records):
-  cosine = task.learning_rate(_config(records, '/unused', learning_rate=0.01), total_steps=1000)
+  cosine = optimizers.learning_rate(_config(records, '/unused', learning_rate=0.01), total_steps=1000)
   values = [float(cosine(step)) for step in (0, 10, 20, 510, 1000)]
   # 2 % of the steps warm up linearly to the peak, then half a cosine down to 0 at the last step.
   assert values == pytest.approx([0, 0.005, 0.01, 0.005, 0], abs=1e-4)
-  assert task.learning_rate(_config(records, '/unused', schedule='constant'), total_steps=1000) == 1e-3
+  assert optimizers.learning_rate(_config(records, '/unused', schedule='constant'), total_steps=1000) == 1e-3
+
+
+def test_the_encoders_delayed_schedule_is_rebuilt_from_its_config():
+  """Keras rebuilds a schedule from get_config (as an optimizer's config holds it): the base schedule included."""
+  cosine = optimizers.learning_rate(config.Config(learning_rate=0.01), total_steps=100)
+  steps = [0, 19, 20, 24, 28, 60, 100]
+  for base in (cosine, 0.01):
+    schedule = optimizers.DelayedSchedule(base, start=20, ramp=8, scale=0.1)
+    rebuilt = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert type(rebuilt) is optimizers.DelayedSchedule
+    want = [float(schedule(step)) for step in steps]
+    assert want[:3] == [0, 0, 0] and want[3] > 0
+    assert [float(rebuilt(step)) for step in steps] == pytest.approx(want)
 
 
 @pytest.mark.parametrize('model,loss', [(m, l) for m in model_lib.MODELS for l in model_lib.LOSSES])
@@ -392,7 +411,7 @@ def test_overfits_a_tiny_set(records, model, loss):
   batch = _fixed_batch(records, meta)
   keras.utils.set_random_seed(1)
   cfg = _config(records, '/unused', model=model, loss=loss, batch_size=4, width=0.5)
-  trainer = task.Trainer(cfg, meta, tf.distribute.get_strategy(), total_steps=150)
+  trainer = loop.Trainer(cfg, meta, tf.distribute.get_strategy(), total_steps=150)
   iterator = trainer.distribute(tf.data.Dataset.from_tensors(batch).repeat())
   values = [float(trainer.train_step(iterator)) for _ in range(150)]
   assert np.mean(values[-10:]) < 0.5 * values[0], values[::10]
@@ -533,7 +552,7 @@ def test_resuming_on_another_replica_count_keeps_the_global_batch_or_refuses(rec
   result = task.train(_config(records, job, strategy='one_device', batch_size=4, **dict(args, epochs=2)))
   assert result['step'] == 4
   # The optimizer's restored step carries the schedule on: steps 3 and 4 of a cosine over the 2 x 2 steps.
-  lr = task.learning_rate(_config(records, job, **dict(args, epochs=2)), total_steps=4)
+  lr = optimizers.learning_rate(_config(records, job, **dict(args, epochs=2)), total_steps=4)
   logged = _scalars(job / 'logs' / 'train', 'learning_rate')
   assert [s for s, _ in logged] == [1, 2, 3, 4]
   assert [v for _, v in logged[2:]] == pytest.approx([float(lr(3)), float(lr(4))], abs=1e-7)
@@ -553,3 +572,38 @@ def test_vertex_ai_directories_are_honoured(monkeypatch):
   monkeypatch.setenv('AIP_MODEL_DIR', 'gs://b/aip/model/')
   assert jobdir.paths('gs://b/job') == jobdir.Paths('gs://b/aip/checkpoints', 'gs://b/aip/logs', 'gs://b/aip/model',
                                                     export_direct=True)
+
+
+# ---------------------------------------------------------------- the configuration
+
+# trainer.task's flags as they were defined by hand, before trainer.config.Config generated them.
+FLAGS_BEFORE = {
+    'data', 'job-dir', 'epochs', 'steps-per-epoch', 'batch-size', 'model', 'encoder', 'encoder-weights',
+    'output-stride', 'loss', 'precision', 'strategy', 'width', 'learning-rate', 'schedule', 'checkpoint-every',
+    'log-every', 'val-images', 'sample-images', 'shuffle-buffer', 'rebalance-mix', 'zoom', 'temperature', 'cache',
+    'seed', 'export', 'steps-per-loop', 'xla', 'optimizer', 'hints', 'fine-tune-from', 'encoder-lr-scale'}
+
+
+def test_every_config_field_is_a_flag_of_trainer_task_and_parses_back():
+  names = [name for _, name, _ in cli.flag_fields(config.Config)]
+  assert len(names) == len(dataclasses.fields(config.Config)) and set(names) == FLAGS_BEFORE
+  cfg = config.Config(data='d', job_dir='j', model='fusion', encoder='mobilenet_v2', output_stride=2, zoom=0.8,
+                      hints=False, fine_tune_from=0, learning_rate=0.01)
+  assert cli.parse(config.Config, ['prog'] + cli.as_flags(cfg))[0] == cfg
+  assert cli.parse(config.Config, ['prog'])[0] == config.Config()
+  assert config.shaping_fields() == ['model', 'output_stride', 'loss', 'width', 'hints', 'fine_tune_from']
+
+
+def test_a_config_made_in_code_is_refused_where_its_flags_would_be():
+  for kw, flag in ((dict(optimizer='rmsprop'), '--optimizer'), (dict(zoom=2.0), '--zoom'),
+                   (dict(output_stride=3), '--output-stride'), (dict(encoder='vgg'), '--encoder'),
+                   (dict(epochs=0), '--epochs'), (dict(model='beta', fine_tune_from=5), '--fine-tune-from')):
+    with pytest.raises(app.UsageError, match=flag):
+      config.check(config.Config(data='d', job_dir='j', **kw))
+  config.check(config.Config(data='d', job_dir='j'))
+
+
+def test_help_lists_every_flag():
+  out = subprocess.run([sys.executable, '-m', 'trainer.task', '--help'], cwd=REPO, capture_output=True, text=True,
+                       timeout=120).stdout
+  assert set(re.findall(r'^  --(?:\[no\])?([\w-]+):', out, re.M)) == FLAGS_BEFORE, out

@@ -22,7 +22,7 @@ import tensorflow as tf
 from PIL import Image
 
 from pipeline import schema
-from trainer import export, jobdir, task
+from trainer import config, export, jobdir, task
 
 RECORDS = '6079397101a642acef9ba2527a2c5452f86abea775eac9883d6f67dfa3ed6104'
 EXPORTS = {
@@ -107,9 +107,9 @@ def _deterministic_checkpoint(job_dir):
 def test_export_outputs_are_unchanged(records, tmp_path, name):
   model, loss = name.split('-')
   job = tmp_path / 'job'
-  task.train(task.Config(data=records, job_dir=str(job), model=model, loss=loss, epochs=1, steps_per_epoch=1,
-                         batch_size=2, width=0.25, strategy='one_device', val_images=0, sample_images=0,
-                         export=False))
+  task.train(config.Config(data=records, job_dir=str(job), model=model, loss=loss, epochs=1, steps_per_epoch=1,
+                           batch_size=2, width=0.25, strategy='one_device', val_images=0, sample_images=0,
+                           export=False))
   _deterministic_checkpoint(str(job))
   loaded = tf.saved_model.load(export.export(str(job)))
   images = tf.constant(_photos())

@@ -1,5 +1,6 @@
-"""The unet: its encoder is the embedder's classifier trunk, frozen, with the same weights found through the
-records' metadata (checked by sha256), recorded in run.json, restored from checkpoints and exported."""
+"""The unet: its encoder is the embedder's classifier trunk (frozen as built; the trainer fine-tunes it from
+--fine-tune-from), with the same weights found through the records' metadata (checked by sha256), recorded in
+run.json, restored from checkpoints and exported."""
 import json
 import shutil
 
@@ -9,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import embedder, schema
-from trainer import data, model as model_lib, task
+from trainer import config, data, loop, model as model_lib, task
 
 SIZE = 64
 
@@ -21,7 +22,7 @@ def records(make_records):
 
 
 def _config(records, job_dir, **kw):
-  return task.Config(data=str(records), job_dir=str(job_dir), **dict(
+  return config.Config(data=str(records), job_dir=str(job_dir), **dict(
       dict(epochs=1, steps_per_epoch=2, batch_size=4, width=0.25, strategy='one_device', val_images=0,
            sample_images=0, export=False), **kw))
 
@@ -47,7 +48,7 @@ def test_inception_resnet_levels_are_resized_to_the_strides():
       (64, 64, 32), (32, 32, 192), (16, 16, 320), (8, 8, 1088), (4, 4, 1536)]
 
 
-def test_only_the_decoder_trains():
+def test_built_without_fine_tuning_only_the_decoder_trains():
   model = model_lib.build('unet', 'classification', SIZE, width=0.25, encoder_weights='random')
   encoder = model.get_layer('encoder_mobilenet_v2')
   assert not encoder.trainable and all(v.trainable for v in model.trainable_variables)
@@ -76,10 +77,10 @@ def test_default_training_finds_the_encoder_weights_through_the_records(records,
   result = task.train(_config(data_dir, tmp_path / 'job'))
   assert result['step'] == 2
   run = json.loads((tmp_path / 'job' / 'checkpoints' / 'run.json').read_text())
-  assert run['model'] == 'unet' and run['encoder'] == {
+  assert run['config']['model'] == 'unet' and run['encoder'] == {
       'name': 'mobilenet_v2', 'weights': str(weights), 'weights_sha256': meta['embedder']['weights_sha256']}
   # The frozen ImageNet trunk is in the checkpoint as loaded, untouched by training.
-  trainer = task.Trainer(_config(data_dir, '/unused'), data.load_metadata(str(data_dir)),
+  trainer = loop.Trainer(_config(data_dir, '/unused'), data.load_metadata(str(data_dir)),
                          tf.distribute.get_strategy(), total_steps=1)
   loaded = [v.numpy() for v in trainer.model.get_layer('encoder_mobilenet_v2').weights]
   trainer.model.get_layer('encoder_mobilenet_v2').set_weights([np.zeros_like(w) for w in loaded])

@@ -34,10 +34,10 @@ import sys
 import time
 
 import keras
-from absl import app, flags, logging
+from absl import app, logging
 
-from pipeline import colour, embedder, letterbox
-from trainer import abbins, console, hints as hints_lib, jobdir, model as model_lib
+from pipeline import cli, colour, embedder, letterbox
+from trainer import abbins, config, console, hints as hints_lib, jobdir, model as model_lib, runinfo
 
 JPEG_QUALITY = 95
 STRIP = 65536   # pixels coloured at a time at full resolution (see ColorizerModule._colorize)
@@ -191,18 +191,20 @@ def load_embedder(info, image_size):
 
 
 def load_colorizer(run, checkpoint):
-  """The colorizer of run.json with the checkpoint's weights, in float32 whatever it trained in."""
+  """The colorizer of run.json (either layout, trainer.runinfo) with the checkpoint's weights, in float32 whatever
+  it trained in."""
+  model = runinfo.describe(run)
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy('float32')
   try:
     # The encoder's weights, frozen or not, are in the checkpoint with the rest: nothing to load here.
-    model = model_lib.build(run['model'], run['loss'], run['image_size'], run['embedder']['dim'], run['width'],
-                            encoder=(run.get('encoder') or {}).get('name'), output_stride=run.get('output_stride') or 4,
-                            hints=bool(run.get('hints')))
+    colorizer = model_lib.build(model['model'], model['loss'], model['image_size'], model['embedder']['dim'],
+                                model['width'], encoder=(model['encoder'] or {}).get('name'),
+                                output_stride=model['output_stride'] or 4, hints=bool(model['hints']))
   finally:
     keras.config.set_dtype_policy(previous)
-  tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
-  return model
+  tf.train.Checkpoint(model=colorizer).restore(checkpoint).expect_partial().assert_existing_objects_matched()
+  return colorizer
 
 
 def _version_dir(p):
@@ -219,20 +221,18 @@ def export(job_dir, checkpoint=None, temperature=None):
   temperature: the annealed mean's, for classification models (default: the run's, in run.json).
   """
   p = jobdir.paths(job_dir)
-  run = jobdir.read_run(p)
+  run = runinfo.read(p)
   checkpoint = checkpoint or tf.train.latest_checkpoint(p.checkpoints)
-  temperature = temperature or run.get('temperature', abbins.TEMPERATURE)
+  temperature = temperature or run['config'].get('temperature', abbins.TEMPERATURE)
   if not checkpoint:
     raise ExportError(f'{p.checkpoints} holds no checkpoint: train first with python -m trainer.task')
-  module = ColorizerModule(load_colorizer(run, checkpoint), load_embedder(run['embedder'], run['image_size']),
-                           run['loss'], run['image_size'], temperature)
+  loss, size = run['config']['loss'], run['image_size']
+  module = ColorizerModule(load_colorizer(run, checkpoint), load_embedder(run['embedder'], size), loss, size,
+                           temperature)
   step = int(tf.train.load_variable(checkpoint, 'step/.ATTRIBUTES/VARIABLE_VALUE'))
   final = _version_dir(p)
-  info = {key: run.get(key) for key in ('image_size', 'embedder', 'encoder', 'output_stride', 'model', 'loss', 'width',
-                                         'ab_histogram')}
-  info['hints'] = module.takes_hints
-  info.update(step=step, checkpoint=checkpoint, ab_bins=abbins.num_bins(),
-              annealed_mean_temperature=temperature if run['loss'] == 'classification' else None)
+  info = runinfo.export_info(run, step=step, checkpoint=checkpoint, ab_bins=abbins.num_bins(),
+                             annealed_mean_temperature=temperature if loss == 'classification' else None)
   save(module, info, final, staged=not p.export_direct)
   logging.info('exported step %d of %s to %s', step, checkpoint, final)
   return final
@@ -275,15 +275,14 @@ def _publish(staging, final):
     tf.io.gfile.copy(posixpath.join(staging, name), posixpath.join(final, name), overwrite=True)
 
 
-def main(argv):
+def main(cfg, argv):
   console.quiet_tensorflow_info()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  job_dir, checkpoint, temperature = flags.FLAGS['job-dir'].value, flags.FLAGS.checkpoint, flags.FLAGS.temperature
-  if not job_dir:
+  if not cfg.job_dir:
     raise app.UsageError('--job-dir DIR is required (the --job-dir of python -m trainer.task)')
   try:
-    path = export(job_dir, checkpoint, temperature)
+    path = export(cfg.job_dir, cfg.checkpoint, cfg.temperature)
   except (ExportError, jobdir.RunError, embedder.EmbedderError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -292,9 +291,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  # Defined here, not at import: trainer.task imports this module and has its own --job-dir.
-  flags.DEFINE_string('job-dir', None, 'The --job-dir of python -m trainer.task.')
-  flags.DEFINE_string('checkpoint', None, 'Checkpoint to export (default: the latest in the job directory).')
-  flags.DEFINE_float('temperature', None, 'Classification models: the annealed mean\'s temperature (default: the '
-                     'training run\'s); lower is more saturated.', lower_bound=0.01, upper_bound=1.0)
-  app.run(main)
+  cli.run(main, config.ExportConfig)

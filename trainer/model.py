@@ -1,10 +1,11 @@
 """The colorization networks and how their output becomes ab.
 
-`unet` (the default): the encoder is a frozen ImageNet classifier's trunk (pipeline.embedder.pyramid: its
+`unet` (the default): the encoder is a pretrained ImageNet classifier's trunk (pipeline.embedder.pyramid: its
 features at strides 2 ... 32 of the grey canvas), the embedding is fused at the stride-32 bottleneck, and a U-Net
-decoder joins the levels on the way back up. Only the decoder trains: it learns colour from what the classifier
-already recognises, as DeOldify's and DDColor's pretrained backbones do, instead of learning to see from the
-training photos alone.
+decoder joins the levels on the way back up. The decoder learns colour from what the classifier already
+recognises, as DeOldify's and DDColor's pretrained backbones do, instead of learning to see from the training
+photos alone. The encoder is frozen as built; with fine_tune_encoder its weights train too (batch norm frozen),
+which trainer.task does by default from a fifth of the run (--fine-tune-from; 0 keeps it frozen).
 
 Deep Koalarization's network (Baldassarre et al. 2017), `fusion`:
   encoder  strided 3x3 convs: L canvas [S, S, 1] -> [S/8, S/8, 256] (32 x 32 for the 256 canvas)

@@ -1,4 +1,4 @@
-"""The one model loader of every front end: load the exported SavedModel once and call its signatures.
+"""The one loader of an exported model, for every front end: load the SavedModel once and call its signatures.
 
 The export (trainer/export.py) is a TF Serving model base: EXPORT_DIR/<version>/saved_model.pb with
   serving_default  image_bytes tf.string [N] (any size, any common format) -> image_bytes: JPEG, same size
@@ -8,6 +8,9 @@ The export (trainer/export.py) is a TF Serving model base: EXPORT_DIR/<version>/
 and assets.extra/colorizer.json describing the model. All image work (decode, letterbox, embed, predict,
 un-letterbox, upsample, join with the full-resolution L, encode) happens inside the graph, so the CLI, the web
 page, the REST API, evaluation and TF Serving itself all produce the same bytes.
+
+A model call that fails raises (or, per image, returns) a kind of serving/errors.py, decided in one place
+(`failure`): out of memory is the server's state, a tensor the graph refuses is the input's fault.
 """
 import json
 import posixpath
@@ -15,7 +18,7 @@ import posixpath
 import numpy as np
 import tensorflow as tf
 
-from serving import hints as hints_lib
+from serving import errors, user_hints
 from trainer import jobdir
 
 SIGNATURES = ('serving_default', 'colorize_png', 'raw')
@@ -28,26 +31,16 @@ class ModelError(RuntimeError):
   """The model directory does not hold a usable export."""
 
 
-class ColorizeError(RuntimeError):
-  """One image the model could not colour (the others in its batch still are).
-
-  `status` is the HTTP status a server answers with: 400 when the image is at fault (it does not decode), 503
-  when the server is (out of memory: retry later, or send a smaller photo), 500 for anything else.
-  """
-
-  def __init__(self, message, status=400):
-    super().__init__(message)
-    self.status = status
-
-
-def _failure(error):
-  """The ColorizeError for a model call of one image that raised `error`."""
+def failure(error):
+  """The kind of serving/errors.py for a model call that raised `error` (the one place that tells them apart)."""
   if isinstance(error, (tf.errors.ResourceExhaustedError, MemoryError)):
-    return ColorizeError(f'the server ran out of memory colouring it ({first_line(error)}): retry later or send '
-                         'a smaller photo', status=503)
+    return errors.OutOfMemory(f'the server ran out of memory ({first_line(error)}): retry later, or send a smaller '
+                              'photo or batch')
   if isinstance(error, tf.errors.InvalidArgumentError):
-    return ColorizeError(f'the model cannot decode or colour it: {first_line(error)}')
-  return ColorizeError(f'the model failed on it: {type(error).__name__}: {first_line(error)}', status=500)
+    return errors.BadInput(f'the model cannot decode or colour it: {first_line(error)}')
+  if isinstance(error, (ValueError, TypeError)):   # arguments that do not fit the signature (TF Serving's tensors)
+    return errors.BadInput(f'the signature cannot take these inputs: {first_line(error)}')
+  return errors.ModelFailed(f'the model failed on it: {type(error).__name__}: {first_line(error)}')
 
 
 def find_version(model_dir):
@@ -117,19 +110,26 @@ class Colorizer:
 
   def _need(self, signature, why):
     if signature not in self._model.signatures:
-      raise ColorizeError(f'this model ({self.path}) {why}', status=400)
+      raise errors.Unsupported(f'this model ({self.path}) {why}')
 
   def signature(self, name):
     return self._model.signatures[name]
 
   def __call__(self, name, **inputs):
-    """Run signature `name` on numpy / list inputs; returns {output name: numpy array}."""
+    """Run signature `name` on tensors; returns {output name: numpy array}."""
     return {k: v.numpy() for k, v in self.signature(name)(**inputs).items()}
 
-  def colorize(self, images, fmt='jpeg', hints=None):
-    """Encoded images -> per image the encoded colour image (bytes) or a ColorizeError, in order.
+  def run(self, name, **inputs):
+    """Run signature `name` on arrays or lists (made tensors here); a failure raises its kind (`failure`)."""
+    try:
+      return self(name, **{k: tf.constant(v) for k, v in inputs.items()})
+    except (tf.errors.OpError, MemoryError, ValueError, TypeError) as e:
+      raise failure(e) from None
 
-    hints: per image a list of serving.hints.Hint (or None: automatic for all); images whose list is empty are
+  def colorize(self, images, fmt='jpeg', hints=None):
+    """Encoded images -> per image the encoded colour image (bytes) or an errors.ServingError, in order.
+
+    hints: per image a list of user_hints.Hint (or None: automatic for all); images whose list is empty are
     coloured automatically. One graph call for the whole batch; if it fails (a file that passed the header check
     but does not decode, or a batch too large for memory), each image is retried alone so that one bad file costs
     only itself.
@@ -139,39 +139,34 @@ class Colorizer:
     if hints is not None and any(hints):
       self._need('colorize_hints', 'was trained without hints: train it with python -m trainer.task --hints')
       name = HINT_FORMATS[fmt]
-      points, colours, radius = hints_lib.arrays(hints)
-      inputs = dict(points=tf.constant(points), colours=tf.constant(colours), radius=tf.constant(radius))
+      points, colours, radius = user_hints.arrays(hints)
+      inputs = dict(points=points, colours=colours, radius=radius)
     else:
       name, inputs, hints = FORMATS[fmt], {}, [[]] * len(images)
     try:
-      return list(self(name, image_bytes=tf.constant(images, tf.string), **inputs)['image_bytes'])
-    except (tf.errors.OpError, MemoryError) as e:
+      return list(self.run(name, image_bytes=list(images), **inputs)['image_bytes'])
+    except errors.ServingError as e:
       if len(images) == 1:
-        return [_failure(e)]
+        return [e]
     return [result for image, h in zip(images, hints) for result in self.colorize([image], fmt, [h])]
 
   def suggest(self, image, at, hints=()):
     """The likeliest distinct colours at points `at` [(x, y), ...] of one encoded image, given its hints:
     per point a list of ((r, g, b), probability), likeliest first."""
     self._need('suggest_colours', 'has no colour distribution to suggest from (it was trained with --loss mse)')
-    points, colours, radius = hints_lib.arrays([list(hints)])
-    out = self('suggest_colours', image_bytes=tf.constant([image]), points=tf.constant(points),
-               colours=tf.constant(colours), radius=tf.constant(radius),
-               at=tf.constant(np.asarray([at], np.float32).reshape(1, -1, 2)))
+    points, colours, radius = user_hints.arrays([list(hints)])
+    out = self.run('suggest_colours', image_bytes=[image], points=points, colours=colours, radius=radius,
+                   at=np.asarray([at], np.float32).reshape(1, -1, 2))
     return [[(tuple(int(c) for c in rgb), float(p)) for rgb, p in zip(rgbs, ps)]
             for rgbs, ps in zip(out['colours'][0], out['probabilities'][0])]
 
-  def signature_defs(self):
-    """TF Serving's signature_def map (GET /v1/models/NAME/metadata) for the loaded signatures."""
-    def tensors(specs):
-      return {k: {'dtype': 'DT_' + s.dtype.name.upper(), 'name': k,
-                  'tensor_shape': {'dim': [{'size': str(-1 if d is None else d), 'name': ''} for d in s.shape],
-                                   'unknown_rank': False}}
-              for k, s in specs.items()}
-    defs = {}
-    for name in self.signature_names:
-      fn = self.signature(name)
-      defs[name] = {'inputs': tensors(fn.structured_input_signature[1]),
-                    'outputs': tensors(fn.structured_outputs),
-                    'method_name': 'tensorflow/serving/predict'}
-    return defs
+  def warm_up(self):
+    """One call of each image signature (with hints too), so the first user does not wait for TF's graph start-up."""
+    probe = tf.io.encode_png(np.full((32, 48, 3), 128, np.uint8)).numpy()
+    hint = [user_hints.make(0.5, 0.5, '#3060c0')]
+    for fmt in FORMATS:
+      self.colorize([probe], fmt)
+      if self.takes_hints:
+        self.colorize([probe], fmt, hints=[hint])
+    if self.suggests:
+      self.suggest(probe, [(0.5, 0.5)], hint if self.takes_hints else ())
