@@ -40,7 +40,6 @@ SLOW = {
         'test_one_step_on_two_mirrored_replicas_equals_one_step_on_one_device',
     ),
     'test_unchanged.py': ('test_export_outputs_are_unchanged',),
-    'test_unet.py': ('test_default_training_finds_the_encoder_weights_through_the_records',),
 }
 # Fixtures of the data beside the repository (../shared): a test that asks for one is marked `shared`.
 SHARED_FIXTURES = ('shared_imagenet', 'mobilenet_weights')
