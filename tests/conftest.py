@@ -22,7 +22,8 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 # a name that no longer matches a test of its file stops the collection.
 SLOW = {
     'test_export.py': ('test_export_command_honours_aip_model_dir',
-                       'test_reloaded_in_a_fresh_process_it_matches_the_trainer_and_colours_photos_at_their_size'),
+                       'test_reloaded_in_a_fresh_process_it_matches_the_trainer_and_colours_photos_at_their_size',
+                       'test_a_job_dir_with_a_flat_run_json_of_before_still_exports_and_resumes'),
     'test_hints.py': ('test_the_export_spreads_a_hint_over_the_surface_it_is_on',
                       'test_trains_with_hints_on_two_replicas_in_float16_and_resumes_only_with_them'),
     'test_preprocess.py': ('test_cli_prints_a_clean_summary_and_fails_when_nothing_is_written',),
