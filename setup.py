@@ -25,6 +25,7 @@ setuptools.setup(
         'absl-py>=2.1',
         'gcsfs>=2024.6',
         'tfrecord>=1.14',
+        'google-crc32c>=1.5',      # the checksums of TFRecord framing (pipeline/schema.py), C-accelerated
         'pillow>=10',
         'scikit-image>=0.24',      # sample photos for the default run
         'scipy>=1.11',             # smoothing the ab prior (trainer/abbins.py)

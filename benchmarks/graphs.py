@@ -2,9 +2,9 @@ r"""Two export graphs of one checkpoint side by side: end to end against the bar
 
   .venv/bin/python benchmarks/graphs.py OLD_VERSION_DIR NEW_VERSION_DIR [--rounds 21] [--canvas 256]
 
-For grey JPEGs of 512 px and 2048x1536 (benchmarks/serve.py's photos) it checks how far the two graphs' PNG
-outputs differ, then calls the bare model (NEW's `raw` on the L canvas), OLD's and NEW's `serving_default` in
-turn, `--rounds` times, reversing the order every other round so that load from other processes hits all three
+For grey JPEGs of 512 px and 2048x1536 (benchmarks/photos.py, as in benchmarks/serve.py) it checks how far the
+two graphs' PNG outputs differ, then calls the bare model (NEW's `raw` on the L canvas), OLD's and NEW's
+`serving_default` in turn, `--rounds` times, reversing the order every other round so that load from other processes hits all three
 alike, and prints the medians and the median of the per-round ratios (end to end / bare, new / old). Use it to
 compare a change of the export graph (export the same checkpoint with both versions of the code).
 """
@@ -17,7 +17,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serve import grey_jpeg, l_canvas, tf  # noqa: E402  (serve.py sets up the quiet TensorFlow import)
+from photos import grey_jpeg  # noqa: E402
+from serve import l_canvas, tf  # noqa: E402  (serve.py sets up the quiet TensorFlow import)
 
 from PIL import Image  # noqa: E402
 

@@ -10,7 +10,7 @@ server's RSS every 0.2 s:
      how many the server has closed after its time-outs;
   3. --clients concurrent clients posting grey 512 px JPEGs (and a 1024 px PNG) for --seconds:
      requests/s, p50/p99 latency, 503 share, worst /healthz time.
-Ends with the server's peak RSS. Without --model it builds the tests' small model first (tests/serving_model.py).
+Ends with the server's peak RSS. Without --model it builds a small model first (benchmarks/sample_model.py).
 """
 import argparse
 import os
@@ -18,19 +18,17 @@ import pathlib
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / 'tests')]
 
 import psutil
 
-from pipeline import quiet
-
-quiet.tensorflow()   # serving_model (photos, the default model) imports TensorFlow: keep its notices off
-
 import hostile
+import photos
+import sample_model
 
 HOST = '127.0.0.1'   # loopback only: hostile.check_loopback refuses anything else
 
@@ -78,7 +76,7 @@ def mb(n):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--model', help='export directory (default: build the tests\' small model first)')
+  parser.add_argument('--model', help='export directory (default: build a small model first)')
   parser.add_argument('--clients', type=int, default=64)
   parser.add_argument('--seconds', type=float, default=60.0)
   parser.add_argument('--slow', type=int, default=1000, help='slow connections (at most 5000)')
@@ -86,14 +84,13 @@ def main():
   args = parser.parse_args()
   args.slow = min(args.slow, 5000)
   args.seconds = min(args.seconds, 600)
-  import serving_model as sm
-  model_dir = args.model or sm.export_dir()
+  model_dir = args.model or sample_model.build(tempfile.mkdtemp(prefix='bench-load-'))
   print(f'server: python -m serving.app --model {model_dir} {args.server_args} on {HOST}; '
         f'{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}', flush=True)
   server = Server(model_dir, args.server_args.split())
   address = server.address
   try:
-    photo, png = sm.jpeg(sm.grey_photo(512, 512)), sm.png(sm.grey_photo(1024, 1024))
+    photo, png = photos.grey_jpeg(512), photos.grey_png(1024)
     print('\nhostile requests (status, seconds):')
     cases = {
         'Content-Length: -1': hostile.request('POST', '/v1/colorize', photo, length=-1),

@@ -15,7 +15,6 @@ concurrent clients (request batching). Without --model it first builds a model o
 """
 import argparse
 import concurrent.futures
-import io
 import http.client
 import os
 import pathlib
@@ -26,28 +25,21 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / 'tests')]
+sys.path.insert(0, str(REPO))
 
 from pipeline import quiet
 
 tf = quiet.tensorflow()
 
 import numpy as np
-import skimage.data
-from PIL import Image
 
+import sample_model
+from photos import grey_jpeg
 from pipeline import colour, letterbox
 from serving import colorize, exported
 
 SIZES = ((256, 256), (512, 512), (1024, 1024), (1536, 2048), (2048, 2048), (4096, 4096))
 BIG = 4_000_000   # pixels from which a size is timed with a third of the repeats (at least 5)
-
-
-def grey_jpeg(height, width=None):
-  img = Image.fromarray(skimage.data.astronaut()).convert('L').resize((width or height, height), Image.LANCZOS)
-  buf = io.BytesIO()
-  img.save(buf, 'JPEG', quality=90)
-  return buf.getvalue()
 
 
 def l_canvas(jpeg, size):
@@ -108,12 +100,11 @@ class RestServer:
 
 MEMORY = """
 import resource, sys
-sys.path[:0] = [{repo!r}, {tests!r}]
+sys.path[:0] = [{repo!r}, {bench!r}]
 from pipeline import quiet
 tf = quiet.tensorflow()
 from serving import exported
-sys.path.insert(0, {bench!r})
-from serve import grey_jpeg
+from photos import grey_jpeg
 colorizer = exported.Colorizer({model_dir!r})
 colorizer.colorize([grey_jpeg(256)])   # warm: graphs built, weights in memory
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -126,8 +117,7 @@ print(base // 1024, peak // 1024, len(out))
 
 def memory_30mp(model_dir):
   """Peak RSS above a warmed-up process for one 30 MP grey JPEG (in its own process: ru_maxrss only grows)."""
-  code = MEMORY.format(repo=str(REPO), tests=str(REPO / 'tests'), bench=str(REPO / 'benchmarks'),
-                       model_dir=model_dir)
+  code = MEMORY.format(repo=str(REPO), bench=str(REPO / 'benchmarks'), model_dir=model_dir)
   out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=600)
   if out.returncode:
     return f'failed: {out.stderr.strip().splitlines()[-1]}'
@@ -147,11 +137,10 @@ def main():
   load_before = os.getloadavg()
   model_dir = FLAGS.model
   if not model_dir:
-    import serving_model
     root = tempfile.mkdtemp(prefix='bench-serve-')
     print(f'building a model (embedder {FLAGS.embedder}, random weights, width 1.0) in {root} (kept: pass '
           'its job/export as --model next time) ...', flush=True)
-    model_dir = serving_model.build_export(root, embedder=FLAGS.embedder, width=1.0)
+    model_dir = sample_model.build(root, embedder=FLAGS.embedder, width=1.0)
   colorizer = exported.Colorizer(model_dir)
   info = colorizer.info
   print(f'model {colorizer.path}: {info["model"]}/{info["loss"]}, embedder {info["embedder"]["name"]}, '

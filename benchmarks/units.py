@@ -22,9 +22,9 @@ CHILD = r'''
 import sys, tempfile
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from pipeline import job
+from pipeline import config, job
 root, mode = sys.argv[1:]
-cfg = {'inputs': [root], 'output': tempfile.mkdtemp(), 'num_shards': 8, 'unit_size': 256}
+cfg = config.Config(inputs=[root], output=tempfile.mkdtemp(), num_shards=8, unit_size=256)
 args = ['--runner', 'DirectRunner']
 if mode == 'mp':
   args += ['--direct_num_workers', '2', '--direct_running_mode', 'multi_processing']

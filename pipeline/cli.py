@@ -19,6 +19,7 @@ comes from the annotation: str, int, float, bool (--x / --nox), Optional[...] of
 (a repeatable string flag). `dataclasses.asdict(cfg)` is then the whole configuration, the thing a run records.
 """
 import dataclasses
+import sys
 import typing
 
 from absl import app, flags
@@ -114,8 +115,17 @@ def run(main, cls, known_only=False):
 
   known_only: flags cls does not define stay in argv (the Beam job hands them to PipelineOptions)."""
   define(cls)
-  parser = (lambda argv: FLAGS(argv, known_only=True)) if known_only else None
-  app.run(lambda argv: main(from_flags(cls), argv), **({'flags_parser': parser} if parser else {}))
+  app.run(lambda argv: main(from_flags(cls), argv), **({'flags_parser': _parse_known} if known_only else {}))
+
+
+def _parse_known(argv):
+  """FLAGS(argv, known_only=True), and a bad value reported as absl reports it without known_only (a custom
+  parser's flags.Error would otherwise reach the user as a traceback)."""
+  try:
+    return FLAGS(argv, known_only=True)
+  except flags.Error as e:
+    sys.stderr.write(f'FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on flags.\n')
+    sys.exit(1)
 
 
 def as_flags(cfg):

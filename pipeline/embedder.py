@@ -7,9 +7,7 @@ colour conversion, replicated to three channels, resized to the classifier's inp
 keeps the canvas size) and passed through its own `preprocess_input`. The Beam
 job, the trainer and the exported serving graph all call this, so the embedding cannot drift between them.
 """
-import dataclasses
 import functools
-import hashlib
 import os
 import shutil
 import tempfile
@@ -18,29 +16,11 @@ import keras
 import tensorflow as tf
 
 from pipeline import cloud, colour
+# The classifiers' table and describe() are TF-free, in a module of their own (pipeline/config.py uses them);
+# callers keep reaching them as embedder.SPECS, embedder.describe.
+from pipeline.classifiers import PRECISIONS, SPECS, describe, sha256  # noqa: F401
 
 RANDOM_SEED = 1234  # 'random' weights are seeded so that every stage rebuilds the same embedder
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-  application: str
-  module: str
-  input_size: int
-  dim: int = 1000
-  # The trunk's layers at strides 2, 4, 8, 16 and 32 of its input (a name, or an index where Keras numbers the
-  # name per process): the last layer of each stage, where its features are richest.
-  pyramid: tuple = ()
-
-
-SPECS = {
-    # 'valid' padding: its stages are a few pixels short of the strides (pyramid() resizes them).
-    'inception_resnet_v2': Spec('InceptionResNetV2', 'inception_resnet_v2', 299,
-                                pyramid=(3, 16, 'block35_10_ac', 'block17_20_ac', 'conv_7b_ac')),
-    'mobilenet_v2': Spec('MobileNetV2', 'mobilenet_v2', 224, pyramid=(
-        'block_1_expand_relu', 'block_3_expand_relu', 'block_6_expand_relu', 'block_13_expand_relu', 'out_relu')),
-}
-PRECISIONS = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16'}
 
 
 class EmbedderError(RuntimeError):
@@ -86,14 +66,6 @@ def local_weights(path):
     message = cloud.explain(path, e, missing=missing)
     raise EmbedderError(message if message is missing else f'--embedder-weights {message}') from None
   return local
-
-
-def sha256(path):
-  h = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(1 << 20), b''):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def _classifier(spec, weights):
@@ -151,16 +123,6 @@ def check_weights(info):
       raise EmbedderError(f'{weights} has sha256 {digest}, but the records were embedded with a file of sha256 '
                           f'{info["weights_sha256"]}: restore the original file')
   return weights
-
-
-def describe(name, weights, precision):
-  """What metadata.json records of the embedder, so later stages rebuild (or refuse) the same one."""
-  spec = SPECS[name]
-  info = {'name': name, 'weights': weights, 'precision': precision, 'dim': spec.dim,
-          'dtype': 'float16', 'input_size': spec.input_size}
-  if weights not in ('random', 'imagenet') and '://' not in weights:
-    info['weights_sha256'] = sha256(weights)
-  return info
 
 
 def pyramid(name, weights, image_size):

@@ -14,7 +14,7 @@ from absl import app
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from pipeline import resume, schema, shards, sources
+from pipeline import config, resume, schema, shards, sources
 from pipeline import units as units_
 from pipeline.embed_handler import EmbedderHandler
 
@@ -120,63 +120,64 @@ def _file_units(pipeline, cfg):
   1.1-1.4 GiB at ImageNet's 1.28 M; now ~80 bytes in-process, benchmarks/units.py); listing again costs a
   directory scan (on gs://, one list request per 1,000 objects).
   """
-  digest = _files(pipeline, cfg['inputs'], 'Count') | 'Digest' >> beam.CombineGlobally(_Digest())
+  digest = _files(pipeline, cfg.inputs, 'Count') | 'Digest' >> beam.CombineGlobally(_Digest())
   # One element: the listing is checked against the one a first run recorded before any unit runs.
   count = (pipeline | 'OnceInputs' >> beam.Create([None])
            | 'CheckInputs' >> beam.Map(lambda _, d, out: resume.check_inputs(out, d),
-                                       beam.pvalue.AsSingleton(digest), cfg['output']))
+                                       beam.pvalue.AsSingleton(digest), cfg.output))
 
   def assign(src, n, shards_, unit_size):
     return shards.unit_of(src.relative_key, shards.num_units(n, shards_, unit_size)), src
 
-  return (_files(pipeline, cfg['inputs'], 'Assign')
-          | 'AssignUnit' >> beam.Map(assign, beam.pvalue.AsSingleton(count), cfg['num_shards'], cfg['unit_size'])
+  return (_files(pipeline, cfg.inputs, 'Assign')
+          | 'AssignUnit' >> beam.Map(assign, beam.pvalue.AsSingleton(count), cfg.num_shards, cfg.unit_size)
           | 'GroupUnits' >> beam.CombinePerKey(_UnitSources()))
 
 
 def tfds_slices(cfg):
   """The TFDS split's file instructions cut into slices of at most --unit-size examples (at graph build)."""
   import tensorflow_datasets as tfds
-  builder = tfds.builder(cfg['tfds'], data_dir=cfg['tfds_data_dir'])
-  if cfg['tfds_manual_dir']:
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=cfg['tfds_manual_dir']))
+  builder = tfds.builder(cfg.tfds, data_dir=cfg.tfds_data_dir)
+  if cfg.tfds_manual_dir:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=cfg.tfds_manual_dir))
   if not any(isinstance(f, tfds.features.Image) for f in builder.info.features.values()):
-    raise app.UsageError(f'TFDS dataset {cfg["tfds"]} has no image feature')
+    raise app.UsageError(f'TFDS dataset {cfg.tfds} has no image feature')
   if not builder.info.splits.total_num_examples:
-    raise app.UsageError(f'TFDS dataset {cfg["tfds"]} has no examples in {builder.data_dir}; prepare it first '
+    raise app.UsageError(f'TFDS dataset {cfg.tfds} has no examples in {builder.data_dir}; prepare it first '
                          '(--tfds-manual-dir for imagenet2012)')
-  return shards.tfds_slices(builder.info.splits[cfg['tfds_split']].file_instructions, cfg['unit_size'])
+  return shards.tfds_slices(builder.info.splits[cfg.tfds_split].file_instructions, cfg.unit_size)
 
 
-def build(pipeline, cfg):
-  """Adds the job to `pipeline`; cfg is a dict of this module's flag values (see preprocess._config).
+def build(pipeline, cfg, info=None):
+  """Adds the job of a resolved config.Config to `pipeline` (with cfg.tfds, its tfds_slices filled in); info:
+  what metadata.json describes (default: config.metadata(cfg)).
 
   The same graph on every runner: list -> units -> [skip committed | (read TFDS) | prepare | embed | write unit]
   in one fused stage -> assemble shards -> failures.jsonl, metadata.json.
   """
-  out = cfg['output']
-  if cfg['tfds']:
-    units = (pipeline | 'Slices' >> beam.Create(list(enumerate(cfg['tfds_slices'])))
+  out = cfg.output
+  command = config.command(cfg)
+  record = {'command': command, 'fingerprint': resume.fingerprint(command)}   # metadata.json's 'job'
+  if cfg.tfds:
+    units = (pipeline | 'Slices' >> beam.Create(list(enumerate(cfg.tfds_slices)))
              | 'SpreadSlices' >> beam.Reshuffle())  # descriptors only: the bytes are read after it
   else:
     units = _file_units(pipeline, cfg)
   todo = units | 'SkipCommitted' >> beam.ParDo(units_.SkipCommitted(out)).with_outputs('done', main='todo')
   work = todo.todo
-  if cfg['tfds']:
-    work = work | 'ReadTFDS' >> beam.ParDo(units_.ReadTFDSSlice(cfg['tfds'], cfg['tfds_split'],
-                                                                 cfg['tfds_data_dir']))
-  handler = KeyedModelHandler(EmbedderHandler(cfg['embedder'], cfg['embedder_weights'],
-                                              cfg['embedder_precision'], cfg['image_size']))
+  if cfg.tfds:
+    work = work | 'ReadTFDS' >> beam.ParDo(units_.ReadTFDSSlice(cfg))
+  handler = KeyedModelHandler(EmbedderHandler(cfg.embedder, cfg.embedder_weights, cfg.embedder_precision,
+                                              cfg.image_size))
   committed = (work
-               | 'Prepare' >> beam.ParDo(units_.PrepareUnit(cfg['image_size'], cfg['max_pixels'],
-                                                            cfg['val_fraction'], cfg['embedder_batch_size']))
+               | 'Prepare' >> beam.ParDo(units_.PrepareUnit(cfg))
                | 'Embed' >> RunInference(handler)
                | 'WriteUnit' >> beam.ParDo(units_.WriteUnit(out)))
   summaries = (todo.done, committed) | 'AllUnits' >> beam.Flatten()
   written = summaries | 'Written' >> beam.Map(lambda s: (s['unit'], s['written']))
-  shard_list = [(split, k, cfg['num_shards'] if split == 'train' else cfg['val_shards'])
+  shard_list = [(split, k, cfg.num_shards if split == 'train' else cfg.val_shards)
                 for split in schema.SPLITS
-                for k in range(cfg['num_shards'] if split == 'train' else cfg['val_shards'])]
+                for k in range(cfg.num_shards if split == 'train' else cfg.val_shards)]
   shard_names = (pipeline | 'Shards' >> beam.Create(shard_list)
                  | 'SpreadShards' >> beam.Reshuffle()
                  | 'Assemble' >> beam.ParDo(units_.AssembleShard(out), beam.pvalue.AsList(written)))
@@ -184,6 +185,6 @@ def build(pipeline, cfg):
   failures = summaries | 'FailureLines' >> beam.FlatMap(lambda s: s['failures'])
   _ = (pipeline
        | 'Once' >> beam.Create([None])
-       | 'WriteMetadata' >> beam.Map(units_.finalize, out, cfg['info'], cfg['job'],
+       | 'WriteMetadata' >> beam.Map(units_.finalize, out, info or config.metadata(cfg), record,
                                      beam.pvalue.AsSingleton(totals), beam.pvalue.AsList(shard_names),
                                      beam.pvalue.AsList(failures)))

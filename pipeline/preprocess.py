@@ -5,12 +5,13 @@ r"""The Beam job: photos -> letterboxed CIE Lab + frozen greyscale embeddings ->
       [--runner DirectRunner|DataflowRunner] [any Beam / Dataflow option]
 
 Writes to DIR: train-SSSSS-of-NNNNN.tfrecord and val-... shards (record contract: pipeline/schema.py),
-metadata.json and failures.jsonl (one line per rejected input: path and reason). Flags this module does not
-define are handed to Beam's PipelineOptions unchanged. Without --input or --tfds it reads the colour sample
-photos that scikit-image ships, so it runs anywhere offline. This module is the command line; the Beam
-graph is in pipeline/job.py (a module of its own, so that workers unpickle its classes by an importable name
-rather than __main__).
+metadata.json and failures.jsonl (one line per rejected input: path and reason). Its flags are the fields of
+pipeline/config.py; flags it does not define are handed to Beam's PipelineOptions unchanged. Without --input or
+--tfds it reads the colour sample photos that scikit-image ships, so it runs anywhere offline. This module is the
+command line; the Beam graph is in pipeline/job.py (a module of its own, so that workers unpickle its classes by
+an importable name rather than __main__).
 """
+import dataclasses
 import logging as std_logging
 import os
 import posixpath
@@ -23,97 +24,39 @@ from pipeline import quiet
 quiet.tensorflow()  # before Beam or Keras import it, so its start-up notices stay off the terminal
 
 import apache_beam as beam
-from absl import app, flags, logging
+from absl import app, logging
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from pipeline import cloud, decode, embedder, job, resume, schema, sources
-
-flags.DEFINE_multi_string('input', [], 'Folder (recursive), glob, file or gs:// prefix; repeatable. '
-                          'Default: the colour sample photos shipped with scikit-image.')
-flags.DEFINE_string('tfds', None, 'Read a TFDS image dataset by name instead (e.g. imagenet2012).')
-flags.DEFINE_string('tfds-split', 'train', 'TFDS split to read (e.g. train, validation, train[:1%]).')
-flags.DEFINE_string('tfds-data-dir', None, 'TFDS data_dir (where prepared datasets live).')
-flags.DEFINE_string('tfds-manual-dir', None, 'Prepare the TFDS dataset from this manual_dir first '
-                    '(imagenet2012: the folder holding ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar).')
-flags.DEFINE_string('output', None, 'Output directory (local or gs://).')
-flags.DEFINE_enum('embedder', 'inception_resnet_v2', list(embedder.SPECS), 'Frozen ImageNet classifier.')
-flags.DEFINE_string('embedder-weights', 'imagenet', "'imagenet' (Keras download), 'random' (tests only) or "
-                    'the path (local or gs://) of a Keras weights file for the full 1000-class model.')
-flags.DEFINE_enum('embedder-precision', 'float32', list(embedder.PRECISIONS), 'Embedder compute precision.')
-flags.DEFINE_integer('embedder-batch-size', 32, 'Largest batch RunInference gives the embedder.')
-flags.DEFINE_integer('image-size', 256, 'Side of the square letterbox canvas.')
-flags.DEFINE_float('val-fraction', 0.1, 'Fraction of inputs (by key hash) in the val split.')
-flags.DEFINE_integer('num-shards', 8, 'Train shards (val gets the same share of shards as of records, >= 1).')
-flags.DEFINE_integer('max-pixels', decode.BOMB_GUARD_PIXELS, 'Reject images with more pixels (bomb guard).')
-flags.DEFINE_integer('unit-size', 256, 'Inputs per work unit: the grain that a killed job redoes (at most one '
-                     'unit per worker in progress) and that a worker holds in memory.')
-FLAGS = flags.FLAGS
+from pipeline import cli, cloud, config, embedder, job, resume, schema, sources
 
 
-def _config(argv):
-  """Parse this module's flags (fresh each call, so tests can call run() repeatedly); the rest -> Beam."""
-  FLAGS.unparse_flags()
-  rest = FLAGS(list(argv), known_only=True)
-  if not FLAGS.output:
-    raise app.UsageError('--output DIR is required (local folder or gs://bucket/path)')
-  get = lambda name: FLAGS[name].value
-  inputs = get('input') or ([] if get('tfds') else sources.sample_photos())
-  val_fraction = get('val-fraction')
-  if not 0.0 <= val_fraction < 1.0:
-    raise app.UsageError(f'--val-fraction must be in [0, 1), got {val_fraction}')
-  num_shards = get('num-shards')
-  if num_shards < 1:
-    raise app.UsageError('--num-shards must be >= 1')
-  if get('unit-size') < 1:
-    raise app.UsageError('--unit-size must be >= 1')
-  weights = get('embedder-weights')
-  info = {
-      'image_size': get('image-size'),
-      'embedder': embedder.describe(get('embedder'), weights, get('embedder-precision')),
-      'record': {'format': 'tfrecord', 'features': list(schema.FEATURES),
-                 'lab': schema.LAB_ENCODING, 'embedding': '<f2 bytes',
-                 'box': 'top, left, height, width', 'size': 'source height, width'},
-      'inputs': [f'tfds:{get("tfds")}/{get("tfds-split")}'] if get('tfds') else inputs,
-      'val_fraction': val_fraction,
-  }
-  cfg = {
-      'inputs': inputs, 'tfds': get('tfds'), 'tfds_split': get('tfds-split'),
-      'tfds_data_dir': get('tfds-data-dir'), 'tfds_manual_dir': get('tfds-manual-dir'),
-      'output': FLAGS.output.rstrip('/'), 'embedder': get('embedder'), 'embedder_weights': weights,
-      'embedder_precision': get('embedder-precision'), 'embedder_batch_size': get('embedder-batch-size'),
-      'image_size': get('image-size'), 'val_fraction': val_fraction, 'num_shards': num_shards,
-      'val_shards': max(1, round(num_shards * val_fraction / (1.0 - val_fraction))),
-      'max_pixels': get('max-pixels'), 'unit_size': get('unit-size'), 'info': info,
-  }
-  # What decides the output's bytes; a resumed run must match it (pipeline/resume.py). Beam's own options (the
-  # runner, workers) do not change a byte, so a job started on one runner may be finished on another.
-  command = {k: cfg[k] for k in ('inputs', 'tfds', 'tfds_split', 'embedder', 'embedder_weights',
-                                 'embedder_precision', 'embedder_batch_size', 'image_size', 'val_fraction',
-                                 'num_shards', 'val_shards', 'max_pixels', 'unit_size')}
-  cfg['job'] = {'command': command}
+def parse(argv):
+  """(config, the arguments for Beam): this module's flags (pipeline/config.py) parsed with a FlagValues of its
+  own each call, so tests and benchmarks can call run() repeatedly; the flags it does not define go to Beam."""
+  cfg, rest = cli.parse(config.Config, argv, known_only=True)
   return cfg, rest[1:]
 
 
-def _check_paths(cfg):
+def _check_paths(cfg, info):
   """Before any work starts: credentials when gs:// is used, inputs that match, an output and weights that can be
   reached. A job that fails on these later does so inside Beam's workers, with a traceback and partial output."""
-  weights = cfg['embedder_weights']
-  cloud.check_credentials(cfg['inputs'] + [cfg['output'], weights, cfg['tfds_data_dir']])
-  for spec in cfg['inputs']:
+  weights = cfg.embedder_weights
+  cloud.check_credentials(cfg.inputs + [cfg.output, weights, cfg.tfds_data_dir])
+  for spec in cfg.inputs:
     pattern, _, _ = sources.expand(spec)
     if not _match(pattern, '--input', spec):
       hint = f' (`gcloud storage ls {spec}`)' if cloud.is_gcs(spec) else ''
       raise cloud.PathError(f'--input {spec}: nothing matches {pattern}; check the path{hint}')
-  if cloud.is_gcs(cfg['output']):
+  if cloud.is_gcs(cfg.output):
     # Listing is what Beam's sink does when it finalises the shards: a missing bucket or a missing
     # storage.objects.list permission shows here, not after the whole job has run.
-    _match(cfg['output'] + '/*', '--output', cfg['output'], role=cloud.WRITE_ROLE)
+    _match(cfg.output + '/*', '--output', cfg.output, role=cloud.WRITE_ROLE)
   if cloud.is_gcs(weights):
     # Fetched once here (the in-process workers reuse the copy) so that metadata.json records its sha256 too.
-    cfg['info']['embedder']['weights_sha256'] = embedder.sha256(embedder.local_weights(weights))
+    info['embedder']['weights_sha256'] = embedder.sha256(embedder.local_weights(weights))
 
 
 def _match(pattern, flag, path, role=cloud.READ_ROLE):
@@ -162,28 +105,39 @@ def _refusal(error):
 
 
 def run(argv, test_pipeline=None):
-  """Run (or resume, or find finished) the job; returns the summary dict (also printed).
+  """Run (or resume, or find finished) the job of a command line (argv[0] is the program); returns the summary.
 
-  `test_pipeline` lets tests inject a pipeline. The totals come from metadata.json, so that they count the work
-  units a killed run committed before this one; 'images_per_second' counts this run's records only.
+  `test_pipeline` lets tests inject a pipeline.
   """
-  cfg, beam_args = _config(argv)
-  if cfg['tfds']:
-    # The slices are the units: fixed at graph build, so their list is part of what a resumed run must match.
-    cfg['tfds_slices'] = job.tfds_slices(cfg)
-    cfg['job']['command']['tfds_slices'] = resume.fingerprint(cfg['tfds_slices'])
-  _check_paths(cfg)
-  cfg['job']['fingerprint'] = resume.fingerprint(cfg['job']['command'])
-  state = resume.begin(cfg['output'], cfg['job']['command'])
+  cfg, beam_args = parse(argv)
+  return run_config(cfg, beam_args, test_pipeline)
+
+
+def job_config(cfg):
+  """The config the job runs (config.resolve), with a TFDS dataset's slices: the units, fixed at graph build."""
+  cfg = config.resolve(cfg)
+  if cfg.tfds:
+    cfg = dataclasses.replace(cfg, tfds_slices=job.tfds_slices(cfg))
+  return cfg
+
+
+def run_config(cfg, beam_args, test_pipeline=None):
+  """Run the job of a config; beam_args: Beam's options. The totals of the summary come from metadata.json, so
+  that they count the work units a killed run committed before this one; 'images_per_second' counts this run's
+  records only."""
+  cfg = job_config(cfg)
+  info = config.metadata(cfg)
+  _check_paths(cfg, info)
+  state = resume.begin(cfg.output, config.command(cfg))
   started = time.time()
   counters, load_seconds = {}, 0.0
   if state == 'complete':
-    logging.info('%s: this job already finished (metadata.json); nothing to do', cfg['output'])
+    logging.info('%s: this job already finished (metadata.json); nothing to do', cfg.output)
   else:
     if state == 'resume':
-      logging.info('%s: resuming the unfinished job (committed work units are skipped)', cfg['output'])
+      logging.info('%s: resuming the unfinished job (committed work units are skipped)', cfg.output)
     pipeline = test_pipeline or beam.Pipeline(options=_pipeline_options(beam_args))
-    job.build(pipeline, cfg)
+    job.build(pipeline, cfg, info)
     try:
       result = pipeline.run()
       result.wait_until_finish()
@@ -194,10 +148,10 @@ def run(argv, test_pipeline=None):
       raise
     counters, load_seconds = _counters(result), _model_load_seconds(result)
   seconds = time.time() - started
-  meta = schema.read_metadata(cfg['output'])
+  meta = schema.read_metadata(cfg.output)
   this_run = sum(counters.get(f'written_{s}', 0) for s in schema.SPLITS)
   summary = {
-      'output': cfg['output'],
+      'output': cfg.output,
       'read': meta['job']['inputs'],
       'written': dict(meta['counts']),
       'failed': dict(meta['failures']['by_reason']),
@@ -227,12 +181,12 @@ def _print_summary(s):
   print('\n'.join(lines), flush=True)
 
 
-def main(_):
+def main(cfg, argv):
   std_logging.getLogger('apache_beam').setLevel(std_logging.WARNING)
   # Local multi-processing workers relay Beam's own start-up warnings (unparseable internal args) through this.
   std_logging.getLogger('apache_beam.runners.portability.local_job_service').setLevel(std_logging.ERROR)
   try:
-    summary = run(sys.argv)
+    summary = run_config(cfg, argv[1:])
   except (embedder.EmbedderError, cloud.PathError, app.UsageError, resume.ResumeRefused) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -244,5 +198,4 @@ def main(_):
 
 
 if __name__ == '__main__':
-  # Only this module's flags are parsed here: the rest go to Beam's PipelineOptions (run() parses again).
-  app.run(main, flags_parser=lambda argv: FLAGS(argv, known_only=True))
+  cli.run(main, config.Config, known_only=True)   # the flags of pipeline/config.py; the rest go to Beam

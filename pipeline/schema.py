@@ -19,8 +19,10 @@ use its constants and metadata helpers: the `tfrecord` package cannot share a pr
 import json
 import posixpath
 import re
+import struct
 import zlib
 
+import google_crc32c
 import numpy as np
 
 SCHEMA_VERSION = 2
@@ -33,7 +35,7 @@ SPLITS = ('train', 'val')
 
 L_SCALE = 255.0 / 100.0
 AB_OFFSET = 128.0
-EMBEDDING_DTYPE = 'float16'
+EMBEDDING_DTYPE = '<f2'   # numpy's little-endian float16: the embedding's stored bytes
 
 # ab histogram of the training split (for class rebalancing): 23 x 23 cells of 10 Lab units; cell i covers
 # [-115 + 10 i, -105 + 10 i) and is centred on -110 + 10 i, as Zhang et al. (2016) centre their ab bins, so the
@@ -94,23 +96,39 @@ def ab_histogram(lab, box):
   return tf.reshape(counts, [AB_HIST_BINS, AB_HIST_BINS])
 
 
-def serialize(key, label, synset, lab_png, box, size, embedding):
-  """One record's bytes. Every field is a bytes or int64 list: float lists are slow to build and big."""
+def serialize(key, label, synset, lab_planes, box, size, embedding):
+  """One record's bytes; lab_planes is the stored canvas (encode_lab). Every field is a bytes or int64 list:
+  float lists are slow to build and big."""
   from tensorflow.core.example import example_pb2, feature_pb2
   f = feature_pb2.Feature
   feats = {
       'key': f(bytes_list=feature_pb2.BytesList(value=[key.encode()])),
       'label': f(int64_list=feature_pb2.Int64List(value=[int(label)])),
       'synset': f(bytes_list=feature_pb2.BytesList(value=[synset.encode()])),
-      'lab': f(bytes_list=feature_pb2.BytesList(value=[lab_png])),
+      'lab': f(bytes_list=feature_pb2.BytesList(value=[lab_planes])),
       'box': f(int64_list=feature_pb2.Int64List(value=[int(v) for v in box])),
       'size': f(int64_list=feature_pb2.Int64List(value=[int(v) for v in size])),
       'embedding': f(bytes_list=feature_pb2.BytesList(
-          value=[np.asarray(embedding, dtype='<f2').tobytes()])),
+          value=[np.asarray(embedding, dtype=EMBEDDING_DTYPE).tobytes()])),
   }
   # deterministic: map entries in key order. Otherwise their order follows the process's string hashing, and the
   # same record had other bytes in another worker process (seen: in-process vs multi_processing runs).
   return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString(deterministic=True)
+
+
+def frame(record):
+  """A record's bytes in a TFRecord file: its length (uint64), the masked CRC-32C of the length, the record, the
+  masked CRC-32C of the record (little-endian), as TensorFlow's writer frames it. Framed records concatenate into
+  a valid file, which is how the job assembles its shards from the work units' pieces."""
+  length = struct.pack('<Q', len(record))
+  return b''.join([length, struct.pack('<I', _masked_crc32c(length)),
+                   record, struct.pack('<I', _masked_crc32c(record))])
+
+
+def _masked_crc32c(data):
+  # TFRecord's mask: a CRC of data that holds CRCs of itself is weak, so the stored value is rotated and offset.
+  crc = google_crc32c.value(data)
+  return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
 
 
 # ---------------------------------------------------------------- TensorFlow: reader side
@@ -241,4 +259,4 @@ def dequantize_lab_np(q):
 
 
 def embedding_np(raw):
-  return np.frombuffer(raw, dtype='<f2').astype(np.float32)
+  return np.frombuffer(raw, dtype=EMBEDDING_DTYPE).astype(np.float32)

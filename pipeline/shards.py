@@ -42,7 +42,7 @@ def shard_name(split, shard, shards):
 
 def units_of_shard(shard, shards, units):
   """The units whose pieces make up a shard, in the order they are concatenated."""
-  return [u for u in sorted(units) if u % shards == shard]
+  return [u for u in sorted(units) if shard_of(u, shards) == shard]
 
 
 def tfds_slices(file_instructions, unit_size):

@@ -14,7 +14,6 @@ import apache_beam as beam
 import numpy as np
 from absl import logging
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
 from pipeline import decode, quiet, resume, schema, shards, sources
@@ -42,8 +41,8 @@ class SkipCommitted(beam.DoFn):
 class ReadTFDSSlice(beam.DoFn):
   """(unit, (filename, skip, take)) -> (unit, [Source]) in the file's order: image bytes stay in this stage."""
 
-  def __init__(self, name, split, data_dir):
-    self._name, self._split, self._data_dir = name, split, data_dir
+  def __init__(self, cfg):
+    self._name, self._split, self._data_dir = cfg.tfds, cfg.tfds_split, cfg.tfds_data_dir
 
   def setup(self):
     quiet.tensorflow()
@@ -85,9 +84,9 @@ class PrepareUnit(beam.DoFn):
   batches the unit has, so the writer knows when it is complete whatever order they reach it in.
   """
 
-  def __init__(self, image_size, max_pixels, val_fraction, batch_size):
-    self._size, self._max_pixels, self._val_fraction = image_size, max_pixels, val_fraction
-    self._batch_size = batch_size
+  def __init__(self, cfg):
+    self._size, self._max_pixels, self._val_fraction = cfg.image_size, cfg.max_pixels, cfg.val_fraction
+    self._batch_size = cfg.embedder_batch_size
     self._read = Metrics.counter(NAMESPACE, 'read')
 
   def setup(self):
@@ -230,7 +229,7 @@ class WriteUnit(beam.DoFn):
 
         def write(f, records=records):
           for _, raw in records:
-            _TFRecordUtil.write_record(f, raw)
+            f.write(schema.frame(raw))
         resume.write_atomically(resume.piece(self._output, unit, split), write, self._output)
     for split, n in written.items():
       Metrics.counter(NAMESPACE, f'written_{split}').inc(n)

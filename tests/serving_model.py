@@ -15,23 +15,19 @@ import numpy as np
 import skimage.data
 from PIL import Image
 
+import made_records
 from serving import exported
 
 
 def build_export(root, embedder='mobilenet_v2', width=0.25, photos=6, hints=True):
-  """Export base directory of a colorizer trained for two steps on the Beam job's records of sample photos
-  (random embedder weights), with hint points (its export has every signature). Also used by
-  benchmarks/serve.py, with the full-size model."""
-  from pipeline import preprocess, sources
+  """Export base directory (under root) of a colorizer trained for two steps on the Beam job's records of the
+  first sample photos (random embedder weights; made_records makes them once per test process), with hint points
+  (its export has every signature)."""
   from trainer import config, task
-  root = pathlib.Path(root)
-  (root / 'photos').mkdir(parents=True)
-  for path in sources.sample_photos()[:photos]:
-    shutil.copy(path, root / 'photos')
-  preprocess.run(['prog', '--input', str(root / 'photos'), '--output', str(root / 'records'),
-                  '--embedder', embedder, '--embedder-weights', 'random', '--runner', 'DirectRunner',
-                  '--num-shards', '1', '--val-fraction', '0.3'])
-  result = task.train(config.Config(data=str(root / 'records'), job_dir=str(root / 'job'), epochs=1,
+  records = made_records.shared()
+  data = records('--input', records.photos(photos), '--embedder', embedder, '--embedder-weights', 'random',
+                 '--runner', 'DirectRunner', '--num-shards', '1', '--val-fraction', '0.3')
+  result = task.train(config.Config(data=data, job_dir=str(pathlib.Path(root) / 'job'), epochs=1,
                                     steps_per_epoch=2, batch_size=2, width=width, val_images=2, sample_images=0,
                                     hints=hints))
   return os.path.dirname(result['export'])

@@ -15,9 +15,9 @@ import psutil
 import pytest
 import tensorflow as tf
 
-import hostile
 import serving_model as sm
-from conftest import REPO
+from benchmarks import hostile
+from paths import REPO
 from serving import app, server as http_server
 
 TIMEOUT = 1.0   # header, body and keep-alive time-outs of the test server, seconds

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import skimage.color
 
-import hostile
 import serving_model as sm
+from benchmarks import hostile
 from pipeline import letterbox
 from serving import app, colorize, exported, server as http_server
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 import serving_model as sm
-from conftest import REPO
+from paths import REPO
 from serving import evaluate
 from trainer import abbins, metrics
 

@@ -15,8 +15,8 @@ import skimage.data
 import tensorflow as tf
 from PIL import Image
 
-from conftest import REPO
-from pipeline import embedder, preprocess, schema
+from paths import REPO
+from pipeline import embedder, schema
 from trainer import config, data, export, jobdir, loop, model as model_lib, runinfo, task
 
 SIZE = 64
@@ -47,11 +47,9 @@ def _config(records, job_dir, **kw):
 
 
 @pytest.fixture(scope='module')
-def records(tmp_path_factory):
-  out = tmp_path_factory.mktemp('records')
-  preprocess.run(['prog', '--output', str(out), '--image-size', str(SIZE), '--num-shards', '1',
-                  '--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--runner', 'DirectRunner'])
-  return str(out)
+def records(make_records):
+  return make_records('--image-size', str(SIZE), '--num-shards', '1', '--embedder', 'mobilenet_v2',
+                      '--embedder-weights', 'random', '--runner', 'DirectRunner')
 
 
 @pytest.fixture(scope='module')

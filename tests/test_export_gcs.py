@@ -5,8 +5,8 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO
 from gcs import gcs  # noqa: F401  (the fixture)
+from paths import REPO
 
 EXPORT = """
 import sys

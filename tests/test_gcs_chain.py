@@ -17,8 +17,8 @@ import time
 import pytest
 from PIL import Image
 
-from conftest import REPO
 from gcs import gcs  # noqa: F401  (the fixture)
+from paths import REPO
 from pipeline import sources
 
 PHOTOS = sources.sample_photos()[:4]

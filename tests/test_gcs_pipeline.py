@@ -15,9 +15,9 @@ import sys
 import pytest
 import tensorflow as tf
 
-from conftest import MOBILENET_WEIGHTS, REPO
 from gcs import FORBIDDEN_BUCKET, gcs, no_credentials_env  # noqa: F401  (gcs is the fixture)
-from pipeline import preprocess, schema, sources
+from paths import MOBILENET_WEIGHTS, REPO
+from pipeline import cli, config, preprocess, schema, sources
 
 RANDOM = ['--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--runner', 'DirectRunner']
 PHOTOS = sources.sample_photos()[:4]
@@ -135,14 +135,14 @@ ERRORS = {
 
 
 @pytest.mark.parametrize('case', list(ERRORS))
-def test_cloud_errors_name_the_path_and_the_fix(gcs, photos, case, monkeypatch, capsys):
+def test_cloud_errors_name_the_path_and_the_fix(gcs, photos, case, capsys):
   flags, expected = ERRORS[case]
   args = {'--input': photos, '--output': gcs.url('records-error'), '--embedder-weights': 'random'}
   args.update(zip(flags[::2], flags[1::2]))
-  # The CLI's main (what app.run calls) in this process: one subprocess per case would cost ~10 s of imports.
-  monkeypatch.setattr(sys, 'argv', ['pipeline.preprocess', '--embedder', 'mobilenet_v2', '--runner', 'DirectRunner']
-                      + [v for kv in args.items() for v in kv])
-  assert preprocess.main(None) == 2
+  # The CLI's main with what cli.run gives it, in this process: one subprocess per case would cost ~10 s of imports.
+  argv = (['pipeline.preprocess', '--embedder', 'mobilenet_v2', '--runner', 'DirectRunner']
+          + [v for kv in args.items() for v in kv])
+  assert preprocess.main(*cli.parse(config.Config, argv, known_only=True)) == 2
   out, err = capsys.readouterr()
   assert err.startswith('error: ') and err.count('\n') == 1 and 'Traceback' not in err, err
   for text in expected:

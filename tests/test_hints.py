@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 
 import serving_model as sm
-from pipeline import preprocess
 from serving import colorize, errors as serving_errors, evaluate, exported as serving_model, user_hints as serving_hints
 from trainer import config, data, export, hints, jobdir, model as model_lib, propagate, runinfo, task
 
@@ -15,11 +14,9 @@ SIZE = 64
 
 
 @pytest.fixture(scope='module')
-def records(tmp_path_factory):
-  out = tmp_path_factory.mktemp('records')
-  preprocess.run(['prog', '--output', str(out), '--image-size', str(SIZE), '--num-shards', '1',
-                  '--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--runner', 'DirectRunner'])
-  return out
+def records(make_records):
+  return make_records('--image-size', str(SIZE), '--num-shards', '1', '--embedder', 'mobilenet_v2',
+                      '--embedder-weights', 'random', '--runner', 'DirectRunner')
 
 
 def _config(records, job_dir, **kw):

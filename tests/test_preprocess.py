@@ -9,9 +9,10 @@ import tarfile
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import app
 
 import corpus
-from conftest import REPO
+from paths import REPO
 from pipeline import job, preprocess, schema, sources
 
 RANDOM = ['--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--runner', 'DirectRunner']
@@ -172,6 +173,26 @@ def test_cli_prints_a_clean_summary_and_fails_when_nothing_is_written(tmp_path):
   assert proc.returncode == 2 and 'nothing matches' in proc.stderr
 
 
+def test_help_lists_the_flags_and_a_bad_value_is_named_without_a_traceback(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.run([sys.executable, '-m', 'pipeline.preprocess', '--help'], capture_output=True, text=True,
+                        env=env, cwd=tmp_path)
+  assert 'Traceback' not in proc.stderr, proc.stderr[-2000:]   # absl's --help exits with 1
+  for flag in ('input', 'tfds', 'tfds-split', 'output', 'embedder', 'embedder-weights', 'num-shards',
+               'val-fraction', 'unit-size', 'max-pixels'):
+    assert f'--{flag}:' in proc.stdout, flag
+  proc = subprocess.run([sys.executable, '-m', 'pipeline.preprocess', '--output', str(tmp_path / 'out'),
+                         '--embedder', 'vgg', '--runner', 'DirectRunner'], capture_output=True, text=True, env=env,
+                        cwd=tmp_path)
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+  assert 'flag --embedder=vgg: value should be one of <inception_resnet_v2|mobilenet_v2>' in proc.stderr
+  assert not (tmp_path / 'out').exists()
+  for argv, message in ((['--num-shards', '0'], 'flag --num-shards=0'), (['--unit-size', '0'], 'flag --unit-size=0'),
+                        (['--val-fraction', '1'], '--val-fraction must be in \\[0, 1\\)')):
+    with pytest.raises(app.UsageError, match=message):
+      preprocess.run(['prog', '--output', str(tmp_path / 'out')] + argv)
+
+
 def test_weights_that_cannot_be_had_fail_clearly_without_fallback(tmp_path):
   from pipeline import embedder
   with pytest.raises(embedder.EmbedderError, match='missing.weights.h5 does not exist'):
@@ -221,8 +242,7 @@ def test_tfds_dataset_by_name(tmp_path):
   assert summary['units'] == 3  # slices of at most --unit-size examples of TFDS's one file
   # The only reshuffle moves slice descriptors; the image bytes are read after it, in the fused stage.
   import apache_beam as beam
-  cfg, _ = preprocess._config(argv)
-  cfg['tfds_slices'] = job.tfds_slices(cfg)
+  cfg = preprocess.job_config(preprocess.parse(argv)[0])
   pipeline = beam.Pipeline(runner='DirectRunner')
   job.build(pipeline, cfg)
   proto = pipeline.to_runner_api()
@@ -258,10 +278,11 @@ def test_dataflow_packaging_and_graph(tmp_path):
   assert [i['metadata']['name'] for i in json.loads(report.read_text())['install']] == ['colorizer']
   # ...and the job's graph translates for Dataflow (dry run: built and staged locally, not submitted).
   import apache_beam as beam
-  cfg, beam_args = preprocess._config(['prog', '--output', 'gs://bucket/records', '--runner', 'DataflowRunner',
-                                       '--project', 'colorizer-test', '--region', 'us-central1', '--temp_location',
-                                       'gs://bucket/tmp', '--no_auth', '--dry_run=True',
-                                       '--sdk_location=container'] + RANDOM[:4])
+  cfg, beam_args = preprocess.parse(['prog', '--output', 'gs://bucket/records', '--runner', 'DataflowRunner',
+                                     '--project', 'colorizer-test', '--region', 'us-central1', '--temp_location',
+                                     'gs://bucket/tmp', '--no_auth', '--dry_run=True',
+                                     '--sdk_location=container'] + RANDOM[:4])
+  cfg = preprocess.job_config(cfg)
   options = preprocess._pipeline_options(beam_args)
   assert options.get_all_options()['setup_file'].endswith('setup.py')
   pipeline = beam.Pipeline(options=options)

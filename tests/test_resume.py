@@ -3,7 +3,9 @@
 Real subprocesses of `python -m pipeline.preprocess`, killed with SIGKILL (their whole process group) while they
 run, then run again with the same command; tiny photos so that each run takes seconds.
 """
+import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -15,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
-from pipeline import preprocess, resume, schema, shards
+from paths import REPO
+from pipeline import config, preprocess, resume, schema, shards, sources
 
 PHOTOS = 24
 FLAGS = ['--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--image-size', '32', '--num-shards', '2',
@@ -141,11 +143,53 @@ def test_sigkill_then_same_command_gives_the_clean_output(clean, tmp_path, units
     assert proc.returncode == 2 and 'already holds the finished output of another job' in proc.stderr
 
 
-def test_shard_of_a_record_is_a_function_of_its_key():
+# The unit and split of keys, computed in another process (the job's workers are processes of their own).
+PLACES = """
+import json, sys
+from pipeline import shards, sources
+keys, units = json.loads(sys.argv[1]), int(sys.argv[2])
+print(json.dumps([[shards.unit_of(k, units), sources.split_of(k, 0.3)] for k in keys]))
+"""
+
+
+def test_unit_and_split_of_a_key_are_the_same_in_every_process():
+  """Each process salts Python's str hash with its own PYTHONHASHSEED: a unit or split derived from it would put a
+  key elsewhere in each worker, and a resumed job would redo or lose inputs. Here the places of the same keys, in
+  processes of other seeds, are this process's."""
   units = shards.num_units(1_000_000, 8, 256)
   assert units == 8 * 489
-  key = 'n01440764/n01440764_10026.JPEG'
-  assert shards.unit_of(key, units) == shards.unit_of(key, units)
+  keys = ['n01440764/n01440764_10026.JPEG', 'ünï/côdé.jpg', 'a b/"q".png'] + [f'k{i}' for i in range(200)]
+  here = [[shards.unit_of(k, units), sources.split_of(k, 0.3)] for k in keys]
+  assert {split for _, split in here} == {'train', 'val'}
+  for seed in ('0', '1', '4242'):
+    proc = subprocess.run([sys.executable, '-c', PLACES, json.dumps(keys), str(units)], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(REPO)), timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == here, f'PYTHONHASHSEED={seed}'
   spread = np.bincount([shards.shard_of(shards.unit_of(f'k{i}', units), 8) for i in range(8000)], minlength=8)
   assert spread.min() > 850  # about 1,000 each
   assert shards.units_of_shard(3, 8, range(24)) == [3, 11, 19]
+
+def test_a_job_started_by_an_earlier_version_resumes_with_this_one():
+  """The command a job records (.work/job.json, metadata.json) and its fingerprint, as the code before the config
+  became a dataclass derived them for this command line: were they to move, that job's resume would be refused."""
+  cfg, beam_args = preprocess.parse(
+      ['prog', '--input', '/a', '--input', 'gs://b/c', '--output', 'gs://x/y/', '--embedder', 'mobilenet_v2',
+       '--embedder-weights', 'random', '--image-size', '64', '--num-shards', '3', '--val-fraction', '0.3',
+       '--unit-size', '4', '--embedder-batch-size', '3', '--max-pixels', '1000', '--embedder-precision',
+       'bfloat16', '--runner', 'DirectRunner', '--direct_num_workers', '2'])
+  command = config.command(config.resolve(cfg))
+  assert command == {
+      'embedder': 'mobilenet_v2', 'embedder_batch_size': 3, 'embedder_precision': 'bfloat16',
+      'embedder_weights': 'random', 'image_size': 64, 'inputs': ['/a', 'gs://b/c'], 'max_pixels': 1000,
+      'num_shards': 3, 'tfds': None, 'tfds_split': 'train', 'unit_size': 4, 'val_fraction': 0.3, 'val_shards': 1}
+  assert resume.fingerprint(command) == '29d427509ed3fab4dc970d5c4c9fc0830af5e98973aa03bfa60cf7de87e68fcc'
+  assert beam_args == ['--runner', 'DirectRunner', '--direct_num_workers', '2']   # Beam's options: not in it
+  # TFDS: the slices enter as their fingerprint once the graph is built (the same value the earlier code stored).
+  slices = [('tiny_photos-train.tfrecord-00000-of-00001', 0, 2), ('tiny_photos-train.tfrecord-00000-of-00001', 2, 2)]
+  tfds, _ = preprocess.parse(['prog', '--tfds', 'tiny_photos', '--tfds-split', 'train[:50%]', '--output', '/o',
+                              '--val-fraction', '0'])
+  with_slices = config.command(dataclasses.replace(config.resolve(tfds), tfds_slices=slices))
+  assert with_slices == dict(config.command(config.resolve(tfds)), tfds_slices=resume.fingerprint(slices))
+  assert resume.fingerprint(config.command(config.resolve(tfds))) == (
+      'd210f441dfe79cdfedb1388fd56932618a6696de356e785cec9e97b43bdf5943')

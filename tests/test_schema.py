@@ -109,3 +109,19 @@ def test_records_of_schema_version_1_say_how_to_regenerate(tmp_path):
   code = 'import sys\nfrom pipeline import inspect\nsys.exit(inspect.main([sys.argv[1]]))\n'
   out = subprocess.run([sys.executable, '-c', code, str(tmp_path)], capture_output=True, text=True)
   assert out.returncode == 2 and 'regenerate the records' in out.stderr and 'Traceback' not in out.stderr
+
+
+def test_framed_records_are_the_bytes_of_tensorflows_and_beams_writers(tmp_path):
+  import io
+  from apache_beam.io.tfrecordio import _TFRecordUtil
+  records = [b'', b'x', _record()[1], bytes(range(256)) * 300]    # empty, one byte, a record, 75 kB
+  with tf.io.TFRecordWriter(str(tmp_path / 'tf.tfrecord')) as w:
+    for r in records:
+      w.write(r)
+  beam_file = io.BytesIO()
+  for r in records:
+    _TFRecordUtil.write_record(beam_file, r)
+  ours = b''.join(schema.frame(r) for r in records)
+  assert ours == (tmp_path / 'tf.tfrecord').read_bytes() == beam_file.getvalue()
+  (tmp_path / 'ours.tfrecord').write_bytes(ours)
+  assert [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / 'ours.tfrecord'))] == records

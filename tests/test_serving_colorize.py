@@ -9,7 +9,7 @@ import pytest
 
 import corpus
 import serving_model as sm
-from conftest import REPO
+from paths import REPO
 from serving import colorize, files
 
 

@@ -6,7 +6,7 @@ import sys
 import pytest
 from absl import app as absl_app
 
-from conftest import REPO
+from paths import REPO
 from pipeline import cli, decode
 from serving import app, colorize, evaluate, service
 

@@ -20,8 +20,8 @@ import pytest
 import tensorflow as tf
 from absl import app
 
-from conftest import REPO
-from pipeline import cli, colour, preprocess, schema
+from paths import REPO
+from pipeline import cli, colour, schema
 from trainer import (abbins, config, data, distribute, jobdir, losses, loop, model as model_lib, optimizers, runinfo,
                      task)
 
@@ -38,12 +38,10 @@ runpy.run_module('trainer.task', run_name='__main__', alter_sys=True)
 
 
 @pytest.fixture(scope='module')
-def records(tmp_path_factory):
+def records(make_records):
   """The preprocessing job's output for scikit-image's 10 colour photos: 8 train (2 shards), 2 val."""
-  out = tmp_path_factory.mktemp('records')
-  preprocess.run(['prog', '--output', str(out), '--image-size', str(SIZE), '--num-shards', '2',
-                  '--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--runner', 'DirectRunner'])
-  return str(out)
+  return make_records('--image-size', str(SIZE), '--num-shards', '2', '--embedder', 'mobilenet_v2',
+                      '--embedder-weights', 'random', '--runner', 'DirectRunner')
 
 
 def _config(records, job_dir, **kw):

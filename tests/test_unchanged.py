@@ -21,7 +21,7 @@ import skimage.data
 import tensorflow as tf
 from PIL import Image
 
-from pipeline import preprocess, schema
+from pipeline import schema
 from trainer import config, export, jobdir, task
 
 RECORDS = '6079397101a642acef9ba2527a2c5452f86abea775eac9883d6f67dfa3ed6104'
@@ -58,12 +58,9 @@ def _check(name, got, want):
 
 
 @pytest.fixture(scope='module')
-def records(tmp_path_factory):
-  out = tmp_path_factory.mktemp('records')
-  preprocess.run(['prog', '--output', str(out), '--image-size', str(SIZE), '--num-shards', '1',
-                  '--val-fraction', '0.3', '--embedder', 'mobilenet_v2', '--embedder-weights', 'random',
-                  '--runner', 'DirectRunner'])
-  return str(out)
+def records(make_records):
+  return make_records('--image-size', str(SIZE), '--num-shards', '1', '--val-fraction', '0.3', '--embedder',
+                      'mobilenet_v2', '--embedder-weights', 'random', '--runner', 'DirectRunner')
 
 
 def test_records_are_unchanged(records):

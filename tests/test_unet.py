@@ -9,18 +9,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import embedder, preprocess, schema
+from pipeline import embedder, schema
 from trainer import config, data, loop, model as model_lib, task
 
 SIZE = 64
 
 
 @pytest.fixture(scope='module')
-def records(tmp_path_factory):
-  out = tmp_path_factory.mktemp('records')
-  preprocess.run(['prog', '--output', str(out), '--image-size', str(SIZE), '--num-shards', '1',
-                  '--embedder', 'mobilenet_v2', '--embedder-weights', 'random', '--runner', 'DirectRunner'])
-  return out
+def records(make_records):
+  return make_records('--image-size', str(SIZE), '--num-shards', '1', '--embedder', 'mobilenet_v2',
+                      '--embedder-weights', 'random', '--runner', 'DirectRunner')
 
 
 def _config(records, job_dir, **kw):

@@ -1,7 +1,8 @@
 """Hostile and heavy HTTP clients, on raw sockets (http.client refuses to send most of these), loopback only.
 
-Used by tests/test_app_hostile.py (each case once, quickly) and benchmarks/load.py (measured, bounded in
-count and time). Every socket has a timeout: a client here never waits for ever either.
+Used by benchmarks/load.py (measured, bounded in count and time) and by the tests (tests/test_app_hostile.py,
+tests/test_colour_lands.py: each case once, quickly). Every socket has a timeout: a client here never waits for
+ever either.
 """
 import base64
 import concurrent.futures
