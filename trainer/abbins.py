@@ -112,6 +112,29 @@ def soft_encode(ab):
 
 
 def annealed_mean(logits, temperature=TEMPERATURE):
-  """Bin logits [..., Q] -> ab [..., 2]: the mean of softmax(logits / T) over the bin centres."""
+  """Bin logits [..., Q] -> ab [..., 2]: the mean of softmax(logits / T) over the bin centres. temperature: a
+  number, or one per image (a tensor [B] for logits [B, ..., Q])."""
+  if isinstance(temperature, tf.Tensor) and temperature.shape.rank == 1:
+    temperature = tf.reshape(temperature, [-1] + [1] * (logits.shape.rank - 1))
   probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
   return tf.tensordot(probs, tf.constant(centres()), axes=1)
+
+
+# ---------------------------------------------------------------- colour strength (serving)
+
+# A user's colour strength s in 0..1 is the annealed mean's temperature on a log scale through three points:
+# 0 is the distribution's mean (T = 1: the palest, safest colour), 0.5 the model's own temperature (what it was
+# trained and exported with), 1 close to its mode (T = MIN_TEMPERATURE: the most vivid). Below MIN_TEMPERATURE
+# the annealed mean hardly changes any more. The measured front: BENCHMARKS.md, Quality.
+DEFAULT_STRENGTH = 0.5
+MAX_TEMPERATURE = 1.0
+MIN_TEMPERATURE = 0.05
+
+
+def temperature_of(strength, default_temperature):
+  """Colour strengths [N] (0..1, clipped) -> annealed-mean temperatures [N]; exactly default_temperature at 0.5."""
+  s = tf.clip_by_value(tf.cast(strength, tf.float32), 0.0, 1.0)
+  low, mid, high = (float(t) for t in (MAX_TEMPERATURE, default_temperature, MIN_TEMPERATURE))
+  lower = tf.exp(np.log(low) + 2.0 * s * (np.log(mid) - np.log(low)))            # 0 .. 0.5
+  upper = tf.exp(np.log(mid) + (2.0 * s - 1.0) * (np.log(high) - np.log(mid)))   # 0.5 .. 1
+  return tf.where(s == DEFAULT_STRENGTH, mid, tf.where(s < DEFAULT_STRENGTH, lower, upper))

@@ -16,7 +16,10 @@ models trained with --hints also (trainer/hints.py):
                    point outside 0..1 is padding), colours float32 [N, K, 3] (sRGB 0..255), radius float32 [N, K]
                    (half side as a share of the photo's long side; <= 0: the default) -> image_bytes: JPEG
   colorize_hints_png  the same with PNG output
-classification models also:
+classification models also (the colour strength: 0 palest, 0.5 as trained, 1 most vivid; trainer/abbins.py):
+  colorize_strength      image_bytes [N], strength float32 [N] -> image_bytes: JPEG
+  colorize_strength_png  the same with PNG output
+  colorize_hints_strength, colorize_hints_strength_png   colorize_hints' inputs and strength (with --hints)
   suggest_colours  the colorize_hints inputs and at float32 [N, M, 2] (points as above) -> colours uint8
                    [N, M, 6, 3] (sRGB, at the photo's lightness there), probabilities [N, M, 6]: the likeliest
                    distinct colours at each point, given the hints (a palette for the page)
@@ -75,9 +78,11 @@ class ColorizerModule(tf.Module):
       outputs = model_lib.spread_prior(outputs, hints, l, self._size)
     return outputs, embedding
 
-  def _predict(self, l, hints=None):
+  def _predict(self, l, hints=None, strength=None):
+    """(ab, embedding); strength: colour strengths [N] (classification), None: the exported temperature."""
     outputs, embedding = self._forward(l, hints_lib.none(l) if hints is None else hints)
-    return model_lib.predict_ab(outputs, self._loss, self._size, self._temperature), embedding
+    temperature = self._temperature if strength is None else abbins.temperature_of(strength, self._temperature)
+    return model_lib.predict_ab(outputs, self._loss, self._size, temperature), embedding
 
   @tf.function
   def raw(self, l):
@@ -106,11 +111,12 @@ class ColorizerModule(tf.Module):
         tf.TensorSpec([size, size, 1], tf.float32), tf.TensorSpec([4], tf.int32), tf.TensorSpec([3], tf.int32),
         tf.RaggedTensorSpec([None], tf.uint8)))
 
-  def _colorize(self, image_bytes, encode, user_hints=None):
-    """user_hints: (points, colours, radius) as colorize_hints takes them, or None (automatic)."""
+  def _colorize(self, image_bytes, encode, user_hints=None, strength=None):
+    """user_hints: (points, colours, radius) as colorize_hints takes them, or None (automatic); strength: as
+    colorize_strength takes it, or None (the exported temperature)."""
     l_canvas, boxes, shapes, pixels = self._prepare(image_bytes)
     hints = hints_lib.from_user(self._size, boxes, *user_hints) if user_hints else None
-    ab, _ = self._predict(l_canvas, hints)            # one batch through the networks
+    ab, _ = self._predict(l_canvas, hints, strength)   # one batch through the networks
 
     def finish(args):
       ab, box, shape, pixels = args
@@ -138,7 +144,7 @@ class ColorizerModule(tf.Module):
 
   @tf.function
   def colorize_jpeg(self, image_bytes):
-    return self._colorize(image_bytes, lambda rgb: tf.io.encode_jpeg(rgb, quality=JPEG_QUALITY))
+    return self._colorize(image_bytes, self._jpeg)
 
   @tf.function
   def colorize_png(self, image_bytes):
@@ -146,12 +152,31 @@ class ColorizerModule(tf.Module):
 
   @tf.function
   def colorize_hints(self, image_bytes, points, colours, radius):
-    return self._colorize(image_bytes, lambda rgb: tf.io.encode_jpeg(rgb, quality=JPEG_QUALITY),
-                          (points, colours, radius))
+    return self._colorize(image_bytes, self._jpeg, (points, colours, radius))
 
   @tf.function
   def colorize_hints_png(self, image_bytes, points, colours, radius):
     return self._colorize(image_bytes, tf.io.encode_png, (points, colours, radius))
+
+  @tf.function
+  def colorize_strength(self, image_bytes, strength):
+    return self._colorize(image_bytes, self._jpeg, strength=strength)
+
+  @tf.function
+  def colorize_strength_png(self, image_bytes, strength):
+    return self._colorize(image_bytes, tf.io.encode_png, strength=strength)
+
+  @tf.function
+  def colorize_hints_strength(self, image_bytes, points, colours, radius, strength):
+    return self._colorize(image_bytes, self._jpeg, (points, colours, radius), strength)
+
+  @tf.function
+  def colorize_hints_strength_png(self, image_bytes, points, colours, radius, strength):
+    return self._colorize(image_bytes, tf.io.encode_png, (points, colours, radius), strength)
+
+  @staticmethod
+  def _jpeg(rgb):
+    return tf.io.encode_jpeg(rgb, quality=JPEG_QUALITY)
 
   @tf.function
   def suggest_colours(self, image_bytes, points, colours, radius, at):
@@ -173,7 +198,15 @@ class ColorizerModule(tf.Module):
     if self.takes_hints:
       signatures['colorize_hints'] = self.colorize_hints.get_concrete_function(images, *user_hints)
       signatures['colorize_hints_png'] = self.colorize_hints_png.get_concrete_function(images, *user_hints)
-    if self._loss == 'classification':
+    if self._loss == 'classification':   # mse: one colour per pixel, no distribution to sharpen or soften
+      strength = tf.TensorSpec([None], tf.float32, name='strength')
+      signatures['colorize_strength'] = self.colorize_strength.get_concrete_function(images, strength)
+      signatures['colorize_strength_png'] = self.colorize_strength_png.get_concrete_function(images, strength)
+      if self.takes_hints:
+        signatures['colorize_hints_strength'] = self.colorize_hints_strength.get_concrete_function(
+            images, *user_hints, strength)
+        signatures['colorize_hints_strength_png'] = self.colorize_hints_strength_png.get_concrete_function(
+            images, *user_hints, strength)
       signatures['suggest_colours'] = self.suggest_colours.get_concrete_function(
           images, *user_hints, tf.TensorSpec([None, None, 2], tf.float32, name='at'))
     return signatures
