@@ -68,6 +68,9 @@ def decode(data, max_pixels=BOMB_GUARD_PIXELS, min_side=None):
     raise DecodeError('empty_file', 'the file has 0 bytes')
   try:
     with warnings.catch_warnings():
+      # Pillow warns of what it repairs (truncated TIFF reads, odd metadata): the image decodes or a
+      # DecodeError says why not, so the warnings would only litter the job's terminal.
+      warnings.simplefilter('ignore')
       warnings.simplefilter('error', Image.DecompressionBombWarning)
       img = Image.open(io.BytesIO(data))
       w, h = img.size

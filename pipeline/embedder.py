@@ -196,3 +196,11 @@ def main(argv=None):
 
 if __name__ == '__main__':
   raise SystemExit(main())
+
+
+def classifier(name, weights):
+  """The whole ImageNet classifier `name` (1000-way softmax of an RGB photo, after its own preprocess_input):
+  weights 'imagenet', 'random' or a local or gs:// weights file. serving.published's classifier test uses it."""
+  if name not in SPECS:
+    raise EmbedderError(f'unknown classifier {name!r}; choose one of {", ".join(SPECS)}')
+  return _classifier(SPECS[name], weights)

@@ -576,8 +576,9 @@ def test_vertex_ai_directories_are_honoured(monkeypatch):
 
 # ---------------------------------------------------------------- the configuration
 
-# trainer.task's flags as they were defined by hand, before trainer.config.Config generated them.
-FLAGS_BEFORE = {
+# trainer.task's flags as they were defined by hand, before trainer.config.Config generated them, and those added
+# since (--strength).
+FLAGS_BEFORE = {'strength',
     'data', 'job-dir', 'epochs', 'steps-per-epoch', 'batch-size', 'model', 'encoder', 'encoder-weights',
     'output-stride', 'loss', 'precision', 'strategy', 'width', 'learning-rate', 'schedule', 'checkpoint-every',
     'log-every', 'val-images', 'sample-images', 'shuffle-buffer', 'rebalance-mix', 'zoom', 'temperature', 'cache',

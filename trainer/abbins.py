@@ -9,7 +9,9 @@ b = -50), so it cannot be re-derived from sRGB. Every colour a record or a photo
 Targets are soft-encoded over the 5 nearest bins with a Gaussian kernel (sigma 5), pixels are weighted by the
 class-rebalancing weight of their nearest bin, and predictions are decoded with the annealed mean (T = 0.38).
 """
+import dataclasses
 import functools
+import math
 
 import numpy as np
 import scipy.ndimage
@@ -112,6 +114,62 @@ def soft_encode(ab):
 
 
 def annealed_mean(logits, temperature=TEMPERATURE):
-  """Bin logits [..., Q] -> ab [..., 2]: the mean of softmax(logits / T) over the bin centres."""
+  """Bin logits [..., Q] -> ab [..., 2]: the mean of softmax(logits / T) over the bin centres (T: a number, or a
+  tensor that broadcasts against the logits)."""
   probs = tf.nn.softmax(tf.cast(logits, tf.float32) / temperature, axis=-1)
   return tf.tensordot(probs, tf.constant(centres()), axes=1)
+
+
+
+# ---------------------------------------------------------------- colour strength
+
+# The colour strength s (0..1) moves along the front between accuracy and colour that the two knobs of the
+# decoding trace (BENCHMARKS.md, Quality: the colour-strength front): below 0.5 it keeps a share 2s of the class
+# rebalancing the model was trained with (logits - (1 - 2s) log w, Menon et al.'s logit adjustment: at 0 each
+# colour is predicted as often as it occurs, the most accurate and palest); at 0.5 the distribution is exactly as
+# trained at the run's temperature; above it the temperature falls log-linearly to MIN_TEMPERATURE at 1 (close
+# to the mode: the most vivid).
+DEFAULT_STRENGTH = 0.5
+MIN_TEMPERATURE = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoding:
+  """How a classification model's bin logits become ab: at a colour strength, per image or this default."""
+  temperature: float = TEMPERATURE    # the annealed mean's at strength 0.5 (the run's --temperature)
+  strength: float = DEFAULT_STRENGTH  # when none is given
+  log_weights: tuple = None           # log of the rebalancing weights the model was trained with [Q]; None: none
+
+  @classmethod
+  def of_training(cls, histogram_counts, rebalance_mix, temperature=TEMPERATURE, strength=DEFAULT_STRENGTH):
+    """The decoding of a model trained on this ab histogram with this --rebalance-mix."""
+    log_w = np.log(rebalance_weights(histogram_counts, rebalance_mix))
+    return cls(float(temperature), float(strength), tuple(float(v) for v in log_w))
+
+  def knobs(self, strength):
+    """(alpha, temperature) of a strength 0..1 (numbers or tensors): the share of the training's rebalancing kept,
+    and the annealed mean's temperature."""
+    minimum, exp, log, where = ((min, math.exp, math.log, lambda c, a, b: a if c else b)
+                                if isinstance(strength, (int, float)) else
+                                (tf.minimum, tf.exp, lambda v: tf.constant(math.log(v)), tf.where))
+    t = float(self.temperature)
+    cooler = exp(log(t) + (2.0 * strength - 1.0) * (math.log(MIN_TEMPERATURE) - math.log(t)))
+    return minimum(2.0 * strength, 1.0), where(strength <= 0.5, t, cooler)
+
+  def ab(self, logits, strength=None):
+    """Bin logits [B, ..., Q] -> ab [B, ..., 2]; strength: colour strengths [B] (clipped to 0..1), None: the
+    default. The default is decoded with fixed knobs (as the export decoded before the strength existed: the same
+    bytes) and an image given the default strength gets exactly that, whatever its batch companions ask for."""
+    logits = tf.cast(logits, tf.float32)
+    fixed = self._decode(logits, *self.knobs(float(self.strength)))
+    if strength is None:
+      return fixed
+    per_image = lambda v: tf.reshape(v, [-1] + [1] * (logits.shape.rank - 1))
+    s = tf.clip_by_value(tf.cast(strength, tf.float32), 0.0, 1.0)
+    alpha, t = self.knobs(s)
+    return tf.where(per_image(s == float(self.strength)), fixed, self._decode(logits, per_image(alpha), per_image(t)))
+
+  def _decode(self, logits, alpha, temperature):
+    if self.log_weights is not None and not (isinstance(alpha, float) and alpha == 1.0):
+      logits -= (1.0 - alpha) * tf.constant(self.log_weights, tf.float32)
+    return annealed_mean(logits, temperature)

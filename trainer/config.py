@@ -19,6 +19,7 @@ PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
 OPTIMIZERS = ('adam', 'sgd')
 SCHEDULES = ('constant', 'cosine')
 TEMPERATURE_RANGE = dict(lower=0.01, upper=1.0)   # the annealed mean's, at training and at export
+STRENGTH_RANGE = dict(lower=0.0, upper=1.0)
 # The default fine-tuning step as a share of the run: the quality study's 500 of 2,500 steps.
 FINE_TUNE_AFTER = 0.2
 
@@ -72,6 +73,12 @@ class Config:
       abbins.TEMPERATURE, 'Classification: the annealed mean\'s temperature, for validation and the export (lower: '
       'more saturated, towards the most likely colour; 1: the mean). trainer.export --temperature changes it '
       'without training again.', **TEMPERATURE_RANGE)
+  # The default of the colour strength users set per photo at serving time (abbins.Decoding).
+  strength: float = cli.flag(
+      abbins.DEFAULT_STRENGTH, 'Classification: the colour strength of validation and of the export\'s default, 0 '
+      '(the palest and most accurate: each colour as often as it occurs) to 1 (the most vivid); 0.5 is the '
+      'distribution as trained, at --temperature. Users change it per photo (serving.colorize --strength, the '
+      'page\'s slider); trainer.export --strength changes the default.', **STRENGTH_RANGE)
   cache: bool = cli.flag(False, 'Cache the serialized records in memory after the first epoch.')
   seed: int = cli.flag(0, 'Shuffle seed (the same on every worker).')
   export: bool = cli.flag(True, 'Export a SavedModel when training ends.')
@@ -105,6 +112,8 @@ class ExportConfig:
   checkpoint: Optional[str] = cli.flag(None, 'Checkpoint to export (default: the latest in the job directory).')
   temperature: Optional[float] = cli.flag(None, 'Classification models: the annealed mean\'s temperature (default: '
                                           'the training run\'s); lower is more saturated.', **TEMPERATURE_RANGE)
+  strength: Optional[float] = cli.flag(None, 'Classification models: the default colour strength, 0 (palest) to 1 '
+                                       '(most vivid) (default: the training run\'s --strength).', **STRENGTH_RANGE)
 
 
 def shaping_fields():

@@ -1,6 +1,6 @@
 r"""Export a trained colorizer as a self-contained SavedModel in TF Serving's layout.
 
-  python -m trainer.export --job-dir DIR [--checkpoint PATH] [--temperature T]
+  python -m trainer.export --job-dir DIR [--checkpoint PATH] [--temperature T] [--strength S]
 
 Writes JOB_DIR/export/<version>/ (version: seconds since the epoch, always increasing), or the SavedModel
 itself into $AIP_MODEL_DIR on Vertex AI, from the latest checkpoint (or --checkpoint). The frozen embedder is
@@ -16,7 +16,11 @@ models trained with --hints also (trainer/hints.py):
                    point outside 0..1 is padding), colours float32 [N, K, 3] (sRGB 0..255), radius float32 [N, K]
                    (half side as a share of the photo's long side; <= 0: the default) -> image_bytes: JPEG
   colorize_hints_png  the same with PNG output
-classification models also:
+classification models also (the colour strength, per image: 0 palest, 1 most vivid; abbins.Decoding):
+  colorize_strength      image_bytes [N], strength float32 [N] -> image_bytes: JPEG (at the export's default
+                         strength, colorizer.json's colour_strength, the bytes of serving_default)
+  colorize_strength_png  the same with PNG output
+  colorize_hints_strength, colorize_hints_strength_png   colorize_hints' inputs and strength (with --hints)
   suggest_colours  the colorize_hints inputs and at float32 [N, M, 2] (points as above) -> colours uint8
                    [N, M, 6, 3] (sRGB, at the photo's lightness there), probabilities [N, M, 6]: the likeliest
                    distinct colours at each point, given the hints (a palette for the page)
@@ -50,10 +54,11 @@ class ExportError(RuntimeError):
 class ColorizerModule(tf.Module):
   """The exported graph: frozen embedder + colorizer, and the serving signatures as functions."""
 
-  def __init__(self, colorizer, embedder_model, loss, image_size, temperature=abbins.TEMPERATURE, takes_hints=None):
-    """takes_hints: whether the colorizer has a hints input (default: read from it)."""
+  def __init__(self, colorizer, embedder_model, loss, image_size, decoding=abbins.Decoding(), takes_hints=None):
+    """decoding: how classification logits become ab (abbins.Decoding: the colour strength and its default);
+    takes_hints: whether the colorizer has a hints input (default: read from it)."""
     super().__init__()
-    self._temperature = temperature
+    self._decoding = decoding
     self.colorizer = colorizer
     self.embedder = embedder_model
     self._loss = loss
@@ -75,9 +80,10 @@ class ColorizerModule(tf.Module):
       outputs = model_lib.spread_prior(outputs, hints, l, self._size)
     return outputs, embedding
 
-  def _predict(self, l, hints=None):
+  def _predict(self, l, hints=None, strength=None):
+    """(ab, embedding); strength: colour strengths [N] (classification), None: the export's default."""
     outputs, embedding = self._forward(l, hints_lib.none(l) if hints is None else hints)
-    return model_lib.predict_ab(outputs, self._loss, self._size, self._temperature), embedding
+    return model_lib.predict_ab(outputs, self._loss, self._size, self._decoding, strength), embedding
 
   @tf.function
   def raw(self, l):
@@ -106,11 +112,12 @@ class ColorizerModule(tf.Module):
         tf.TensorSpec([size, size, 1], tf.float32), tf.TensorSpec([4], tf.int32), tf.TensorSpec([3], tf.int32),
         tf.RaggedTensorSpec([None], tf.uint8)))
 
-  def _colorize(self, image_bytes, encode, user_hints=None):
-    """user_hints: (points, colours, radius) as colorize_hints takes them, or None (automatic)."""
+  def _colorize(self, image_bytes, encode, user_hints=None, strength=None):
+    """user_hints: (points, colours, radius) as colorize_hints takes them, or None (automatic); strength: as
+    colorize_strength takes it, or None (the exported temperature)."""
     l_canvas, boxes, shapes, pixels = self._prepare(image_bytes)
     hints = hints_lib.from_user(self._size, boxes, *user_hints) if user_hints else None
-    ab, _ = self._predict(l_canvas, hints)            # one batch through the networks
+    ab, _ = self._predict(l_canvas, hints, strength)   # one batch through the networks
 
     def finish(args):
       ab, box, shape, pixels = args
@@ -138,7 +145,7 @@ class ColorizerModule(tf.Module):
 
   @tf.function
   def colorize_jpeg(self, image_bytes):
-    return self._colorize(image_bytes, lambda rgb: tf.io.encode_jpeg(rgb, quality=JPEG_QUALITY))
+    return self._colorize(image_bytes, self._jpeg)
 
   @tf.function
   def colorize_png(self, image_bytes):
@@ -146,12 +153,31 @@ class ColorizerModule(tf.Module):
 
   @tf.function
   def colorize_hints(self, image_bytes, points, colours, radius):
-    return self._colorize(image_bytes, lambda rgb: tf.io.encode_jpeg(rgb, quality=JPEG_QUALITY),
-                          (points, colours, radius))
+    return self._colorize(image_bytes, self._jpeg, (points, colours, radius))
 
   @tf.function
   def colorize_hints_png(self, image_bytes, points, colours, radius):
     return self._colorize(image_bytes, tf.io.encode_png, (points, colours, radius))
+
+  @tf.function
+  def colorize_strength(self, image_bytes, strength):
+    return self._colorize(image_bytes, self._jpeg, strength=strength)
+
+  @tf.function
+  def colorize_strength_png(self, image_bytes, strength):
+    return self._colorize(image_bytes, tf.io.encode_png, strength=strength)
+
+  @tf.function
+  def colorize_hints_strength(self, image_bytes, points, colours, radius, strength):
+    return self._colorize(image_bytes, self._jpeg, (points, colours, radius), strength)
+
+  @tf.function
+  def colorize_hints_strength_png(self, image_bytes, points, colours, radius, strength):
+    return self._colorize(image_bytes, tf.io.encode_png, (points, colours, radius), strength)
+
+  @staticmethod
+  def _jpeg(rgb):
+    return tf.io.encode_jpeg(rgb, quality=JPEG_QUALITY)
 
   @tf.function
   def suggest_colours(self, image_bytes, points, colours, radius, at):
@@ -173,7 +199,15 @@ class ColorizerModule(tf.Module):
     if self.takes_hints:
       signatures['colorize_hints'] = self.colorize_hints.get_concrete_function(images, *user_hints)
       signatures['colorize_hints_png'] = self.colorize_hints_png.get_concrete_function(images, *user_hints)
-    if self._loss == 'classification':
+    if self._loss == 'classification':   # mse: one colour per pixel, no distribution to sharpen or soften
+      strength = tf.TensorSpec([None], tf.float32, name='strength')
+      signatures['colorize_strength'] = self.colorize_strength.get_concrete_function(images, strength)
+      signatures['colorize_strength_png'] = self.colorize_strength_png.get_concrete_function(images, strength)
+      if self.takes_hints:
+        signatures['colorize_hints_strength'] = self.colorize_hints_strength.get_concrete_function(
+            images, *user_hints, strength)
+        signatures['colorize_hints_strength_png'] = self.colorize_hints_strength_png.get_concrete_function(
+            images, *user_hints, strength)
       signatures['suggest_colours'] = self.suggest_colours.get_concrete_function(
           images, *user_hints, tf.TensorSpec([None, None, 2], tf.float32, name='at'))
     return signatures
@@ -215,24 +249,31 @@ def _version_dir(p):
   return posixpath.join(p.export_base, str(max([int(time.time())] + [v + 1 for v in versions])))
 
 
-def export(job_dir, checkpoint=None, temperature=None):
+def export(job_dir, checkpoint=None, temperature=None, strength=None):
   """Export the latest checkpoint of job_dir (or `checkpoint`); returns the SavedModel's directory.
 
-  temperature: the annealed mean's, for classification models (default: the run's, in run.json).
+  Classification models: temperature, the annealed mean's at colour strength 0.5, and strength, the default colour
+  strength (abbins.Decoding); each by default the run's (run.json).
   """
   p = jobdir.paths(job_dir)
   run = runinfo.read(p)
   checkpoint = checkpoint or tf.train.latest_checkpoint(p.checkpoints)
-  temperature = temperature or run['config'].get('temperature', abbins.TEMPERATURE)
+  settings = run['config']
+  temperature = temperature or settings.get('temperature', abbins.TEMPERATURE)
+  strength = settings.get('strength', abbins.DEFAULT_STRENGTH) if strength is None else strength
   if not checkpoint:
     raise ExportError(f'{p.checkpoints} holds no checkpoint: train first with python -m trainer.task')
-  loss, size = run['config']['loss'], run['image_size']
+  loss, size = settings['loss'], run['image_size']
+  decoding = abbins.Decoding.of_training(run['ab_histogram']['counts'], settings.get('rebalance_mix', abbins.GAMMA),
+                                         temperature, strength)
   module = ColorizerModule(load_colorizer(run, checkpoint), load_embedder(run['embedder'], size), loss, size,
-                           temperature)
+                           decoding)
   step = int(tf.train.load_variable(checkpoint, 'step/.ATTRIBUTES/VARIABLE_VALUE'))
   final = _version_dir(p)
+  classification = loss == 'classification'
   info = runinfo.export_info(run, step=step, checkpoint=checkpoint, ab_bins=abbins.num_bins(),
-                             annealed_mean_temperature=temperature if loss == 'classification' else None)
+                             annealed_mean_temperature=temperature if classification else None,
+                             colour_strength=strength if classification else None)
   save(module, info, final, staged=not p.export_direct)
   logging.info('exported step %d of %s to %s', step, checkpoint, final)
   return final
@@ -282,7 +323,7 @@ def main(cfg, argv):
   if not cfg.job_dir:
     raise app.UsageError('--job-dir DIR is required (the --job-dir of python -m trainer.task)')
   try:
-    path = export(cfg.job_dir, cfg.checkpoint, cfg.temperature)
+    path = export(cfg.job_dir, cfg.checkpoint, cfg.temperature, cfg.strength)
   except (ExportError, jobdir.RunError, embedder.EmbedderError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -6,7 +6,7 @@ trainer.task's outer loop decides how many steps each call runs, saves the check
 import keras
 import tensorflow as tf
 
-from trainer import data, distribute, encoder as encoder_lib, losses, model as model_lib, optimizers
+from trainer import abbins, data, distribute, encoder as encoder_lib, losses, model as model_lib, optimizers
 
 
 class Trainer:
@@ -22,6 +22,9 @@ class Trainer:
     self.image_size = meta['image_size']
     self.global_batch = cfg.batch_size * strategy.num_replicas_in_sync
     self.loss_fn = losses.make(cfg.loss, meta['ab_histogram']['counts'], cfg.rebalance_mix)
+    # Validation decodes as the export will by default (the colour strength's default).
+    self.decoding = abbins.Decoding.of_training(meta['ab_histogram']['counts'], cfg.rebalance_mix, cfg.temperature,
+                                                cfg.strength)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(cfg.precision)   # layers keep the policy they are built with
     try:
@@ -105,7 +108,7 @@ class Trainer:
     x, y = data.on_device(batch)
     outputs = self.model(model_lib.features(self.model, x), training=False)
     return (self.loss_fn(outputs, y['ab'], y['box']),
-            model_lib.predict_ab(outputs, self.cfg.loss, self.image_size, self.cfg.temperature), x, y)
+            model_lib.predict_ab(outputs, self.cfg.loss, self.image_size, self.decoding), x, y)
 
   def distribute(self, dataset):
     return iter(self.strategy.experimental_distribute_dataset(dataset))

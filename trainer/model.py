@@ -223,8 +223,9 @@ def features(model, batch):
   return {name: batch[name] for name in model.input}
 
 
-def predict_ab(outputs, loss, image_size, temperature=abbins.TEMPERATURE):
-  """Model outputs -> ab [B, S, S, 2] float32 in Lab units (classification: the annealed mean at temperature)."""
+def predict_ab(outputs, loss, image_size, decoding=abbins.Decoding(), strength=None):
+  """Model outputs -> ab [B, S, S, 2] float32 in Lab units. classification: decoded as `decoding` says (the annealed
+  mean at a colour strength: abbins.Decoding), at `strength` [B] per image or the decoding's default."""
   if loss == 'classification':
-    return tf.image.resize(abbins.annealed_mean(outputs, temperature), [image_size, image_size], method='bilinear')
+    return tf.image.resize(decoding.ab(outputs, strength), [image_size, image_size], method='bilinear')
   return tf.cast(outputs, tf.float32) * AB_SCALE
