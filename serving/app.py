@@ -3,8 +3,10 @@ r"""The colorizer behind a web page and a REST API (FastAPI on uvicorn; serving/
   python -m serving.app --model EXPORT_DIR [--host 127.0.0.1] [--port 8501] [--model-name colorizer]
 
   GET  /                                       the web page: drop a black-and-white photo, get it in colour
-  POST /v1/colorize[?format=png][&hints=JSON]  body: an image file -> image/jpeg (or image/png), same size;
-                                               hints (or the X-Colorizer-Hints header): the user's colours
+  POST /v1/colorize[?format=png][&hints=JSON][&strength=S]
+                                               body: an image file -> image/jpeg (or image/png), same size;
+                                               hints (or the X-Colorizer-Hints header): the user's colours;
+                                               strength: the colour strength, 0 (palest) to 1 (most vivid)
   POST /v1/colorize/suggest?x=X&y=Y[&hints=]   body: an image file -> the likeliest colours at (x, y) (JSON)
   POST /v1/models/NAME[/versions/V]:predict    TF Serving's predict API (JSON, {"b64": ...} for bytes)
   GET  /v1/models/NAME[/versions/V]            TF Serving's model status
@@ -145,24 +147,30 @@ def make_app(svc, body_timeout=bodies.BODY_TIMEOUT):
       **schema.ERRORS}, response_class=fastapi.Response, openapi_extra=schema.IMAGE_BODY)
   async def upload(request: fastapi.Request, format: str = fastapi.Query('jpeg', description='jpeg or png'),
                    hints: str | None = fastapi.Query(None, description=schema.HINTS_DOC),
-                   x_colorizer_hints: str | None = fastapi.Header(None, description=schema.HINTS_HEADER_DOC)):
+                   x_colorizer_hints: str | None = fastapi.Header(None, description=schema.HINTS_HEADER_DOC),
+                   strength: float | None = fastapi.Query(None, description=schema.STRENGTH_DOC)):
     """The body is an image file; the answer is the same photo in colour at its own size. If the photo already
     had colour, the header X-Colorizer-Note says so (its colour is replaced by one predicted from its L).
 
     With hints the model follows the user's colours: each hint says "this colour here", e.g.
     `curl --data-binary @photo.jpg -H 'X-Colorizer-Hints: [{"x": 0.5, "y": 0.2, "colour": "#3060c0"}]'
     -o colour.jpg http://HOST:PORT/v1/colorize`. A malformed hint is answered 400 naming it
-    (`hints[2]: colour '#zz' is not #RRGGBB ...`); so are hints sent to a model trained without them."""
+    (`hints[2]: colour '#zz' is not #RRGGBB ...`); so are hints sent to a model trained without them.
+
+    With strength (0..1; with or without hints) the colours are paler (0: each colour as often as it occurs,
+    the most accurate) or more vivid (1: near the likeliest colour) than the model's default (GET /healthz
+    says "strength": the default, or null for a model without the control, which is answered 400)."""
     fmt = format.lower().replace('jpg', 'jpeg')
     if fmt not in exported.FORMATS:
       raise errors.BadInput(f'format={format} is not offered; use format=jpeg or format=png')
     async with bodies.body_of(request, svc.max_bytes, svc.buffered, body_timeout) as body:
       # The hints are checked once the body is in: a client still sending would not see an earlier answer.
       checked = hints_of(hints, x_colorizer_hints)
+      strengths = None if strength is None else [svc.check_strength(strength)]
       if not body:
         raise empty_upload('/v1/colorize')
       (image,), colour = await svc.colorize([body], fmt, lambda i: 'the upload', check_colour=True,
-                                            hints=[checked])
+                                            hints=[checked], strength=strengths)
     headers = {'Content-Disposition': f'inline; filename="colour.{"jpg" if fmt == "jpeg" else "png"}"'}
     if colour:
       headers['X-Colorizer-Note'] = ('the photo already had colour (or a tint): it was replaced by colour '
@@ -215,7 +223,10 @@ def make_app(svc, body_timeout=bodies.BODY_TIMEOUT):
     "colorize_hints", "instances": [{"image_bytes": {"b64": ...}, "points": [[x, y], ...], "colours":
     [[r, g, b], ...], "radius": [0, ...]}]}` (x, y in 0..1; (-1, -1) pads; colours 0..255; radius 0..0.25, 0: the
     default); classification models suggest_colours (the same plus "at": [[x, y], ...]) -> colours, probabilities.
-    Malformed hints are answered 400 naming them: `instances[0].points[2]: (1.5, 0.2) is outside the photo`."""
+    Malformed hints are answered 400 naming them: `instances[0].points[2]: (1.5, 0.2) is outside the photo`.
+    Classification models exported with the colour strength also have colorize_strength(_png) (`{"image_bytes":
+    {"b64": ...}, "strength": 0.8}`) and, with --hints, colorize_hints_strength(_png) (the hints and "strength"):
+    0 palest to 1 most vivid, per image; a strength outside 0..1 is answered 400 naming it."""
     return await predict(request, name, None, 'predict')
 
   @api.post('/v1/models/{name}/versions/{version}:predict', **predict_doc)

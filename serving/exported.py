@@ -4,8 +4,10 @@ The export (trainer/export.py) is a TF Serving model base: EXPORT_DIR/<version>/
   serving_default  image_bytes tf.string [N] (any size, any common format) -> image_bytes: JPEG, same size
   colorize_png     the same with PNG output
   raw              l float32 [N, S, S, 1] (L canvas) -> ab [N, S, S, 2], embedding
-(+ colorize_hints, colorize_hints_png and suggest_colours when the model has them: see trainer/export.py)
-and assets.extra/colorizer.json describing the model. All image work (decode, letterbox, embed, predict,
+(+ colorize_hints, colorize_hints_png and suggest_colours when the model has them, and for classification models
+exported since the colour-strength control exists colorize_strength(_png) and colorize_hints_strength(_png): the
+same with a strength [N], 0 palest to 1 most vivid; see trainer/export.py) and assets.extra/colorizer.json
+describing the model (its default strength: colour_strength). All image work (decode, letterbox, embed, predict,
 un-letterbox, upsample, join with the full-resolution L, encode) happens inside the graph, so the CLI, the web
 page, the REST API, evaluation and TF Serving itself all produce the same bytes.
 
@@ -13,6 +15,7 @@ A model call that fails raises (or, per image, returns) a kind of serving/errors
 (`failure`): out of memory is the server's state, a tensor the graph refuses is the input's fault.
 """
 import json
+import numbers
 import posixpath
 
 import numpy as np
@@ -22,9 +25,20 @@ from serving import errors, user_hints
 from trainer import jobdir
 
 SIGNATURES = ('serving_default', 'colorize_png', 'raw')
-OPTIONAL_SIGNATURES = ('colorize_hints', 'colorize_hints_png', 'suggest_colours')   # --hints, classification
+# Classification models exported since the colour-strength control exists (with --hints, the hint ones too).
+STRENGTH_SIGNATURES = ('colorize_strength', 'colorize_strength_png', 'colorize_hints_strength',
+                       'colorize_hints_strength_png')
+OPTIONAL_SIGNATURES = ('colorize_hints', 'colorize_hints_png', 'suggest_colours') + STRENGTH_SIGNATURES
 FORMATS = {'jpeg': 'serving_default', 'png': 'colorize_png'}
 HINT_FORMATS = {'jpeg': 'colorize_hints', 'png': 'colorize_hints_png'}
+STRENGTH_FORMATS = {'jpeg': 'colorize_strength', 'png': 'colorize_strength_png'}
+HINT_STRENGTH_FORMATS = {'jpeg': 'colorize_hints_strength', 'png': 'colorize_hints_strength_png'}
+# Every colouring signature by (takes hints, takes a strength), and its name -> (format, hints, strength).
+COLOURING = {(False, False): FORMATS, (True, False): HINT_FORMATS, (False, True): STRENGTH_FORMATS,
+             (True, True): HINT_STRENGTH_FORMATS}
+IMAGE_SIGNATURES = {name: (fmt, hinted, strong) for (hinted, strong), names in COLOURING.items()
+                    for fmt, name in names.items()}
+STRENGTH_RANGE = 'a colour strength goes from 0 (palest, most accurate) to 1 (most vivid)'
 
 
 class ModelError(RuntimeError):
@@ -59,6 +73,14 @@ def find_version(model_dir):
                      'python -m trainer.export --job-dir JOB_DIR writes it to JOB_DIR/export')
   version = max(versions)
   return posixpath.join(model_dir, str(version)), version
+
+
+def check_strength(value, where='strength'):
+  """A colour strength as a float in 0..1, or errors.BadInput naming it (NaN, infinities and non-numbers too)."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+    shown = f'{value:g}' if isinstance(value, numbers.Real) and not isinstance(value, bool) else repr(value)
+    raise errors.BadInput(f'{where}: {shown} is not in 0..1: {STRENGTH_RANGE}')
+  return float(value)
 
 
 def first_line(error):
@@ -108,6 +130,40 @@ class Colorizer:
     """Whether the model can suggest colours at a point (classification models)."""
     return 'suggest_colours' in self._model.signatures
 
+  @property
+  def has_strength(self):
+    """Whether the model has the colour-strength control (classification models exported since it exists)."""
+    return 'colorize_strength' in self._model.signatures
+
+  @property
+  def default_strength(self):
+    """The export's default colour strength (colorizer.json's colour_strength): what colours without a strength
+    give; None when colorizer.json has none (mse models, exports made before the control)."""
+    value = self.info.get('colour_strength')
+    return None if value is None else float(value)
+
+  def strength_unsupported(self):
+    """The errors.Unsupported of a strength asked of a model without the control: why, and what to do."""
+    if self.info.get('loss') == 'mse':
+      why = ('predicts one colour per pixel (it was trained with --loss mse, no colour distribution): there is '
+             'nothing to make stronger or paler; leave the strength out')
+    else:
+      why = ('was exported before the colour-strength control existed: re-export it with python -m trainer.export '
+             '--job-dir JOB_DIR (the job directory it was trained in), or leave the strength out')
+    return errors.Unsupported(f'this model ({self.path}) {why}')
+
+  def strengths(self, strength, count):
+    """strength (a number, or one per image) -> [float] * count, each checked (errors.BadInput naming it);
+    errors.Unsupported (strength_unsupported) when the model has no such control."""
+    if not self.has_strength:
+      raise self.strength_unsupported()
+    if isinstance(strength, (numbers.Real, str, bytes)):
+      return [check_strength(strength)] * count
+    values = list(strength)
+    if len(values) != count:
+      raise errors.BadInput(f'strength: {len(values)} values for {count} images: give one, or one per image')
+    return [check_strength(v, f'strength[{i}]') for i, v in enumerate(values)]
+
   def _need(self, signature, why):
     if signature not in self._model.signatures:
       raise errors.Unsupported(f'this model ({self.path}) {why}')
@@ -126,29 +182,36 @@ class Colorizer:
     except (tf.errors.OpError, MemoryError, ValueError, TypeError) as e:
       raise failure(e) from None
 
-  def colorize(self, images, fmt='jpeg', hints=None):
+  def colorize(self, images, fmt='jpeg', hints=None, strength=None):
     """Encoded images -> per image the encoded colour image (bytes) or an errors.ServingError, in order.
 
     hints: per image a list of user_hints.Hint (or None: automatic for all); images whose list is empty are
-    coloured automatically. One graph call for the whole batch; if it fails (a file that passed the header check
-    but does not decode, or a batch too large for memory), each image is retried alone so that one bad file costs
-    only itself.
+    coloured automatically. strength: None (the export's default, through the signatures without a strength:
+    the bytes of before), or a colour strength 0..1 for all, or one per image (the *_strength signatures; see
+    strengths). One graph call for the whole batch; if it fails (a file that passed the header check but does
+    not decode, or a batch too large for memory), each image is retried alone so that one bad file costs only
+    itself.
     """
     if not images:
       return []
-    if hints is not None and any(hints):
+    hinted = hints is not None and any(hints)
+    inputs = {}
+    if hinted:
       self._need('colorize_hints', 'was trained without hints: train it with python -m trainer.task --hints')
-      name = HINT_FORMATS[fmt]
       points, colours, radius = user_hints.arrays(hints)
-      inputs = dict(points=points, colours=colours, radius=radius)
+      inputs.update(points=points, colours=colours, radius=radius)
     else:
-      name, inputs, hints = FORMATS[fmt], {}, [[]] * len(images)
+      hints = [[]] * len(images)
+    strengths = [None] * len(images) if strength is None else self.strengths(strength, len(images))
+    if strength is not None:
+      inputs['strength'] = np.asarray(strengths, np.float32)
+    name = COLOURING[hinted, strength is not None][fmt]
     try:
       return list(self.run(name, image_bytes=list(images), **inputs)['image_bytes'])
     except errors.ServingError as e:
       if len(images) == 1:
         return [e]
-    return [result for image, h in zip(images, hints) for result in self.colorize([image], fmt, [h])]
+    return [result for image, h, s in zip(images, hints, strengths) for result in self.colorize([image], fmt, [h], s)]
 
   def suggest(self, image, at, hints=()):
     """The likeliest distinct colours at points `at` [(x, y), ...] of one encoded image, given its hints:
@@ -161,12 +224,14 @@ class Colorizer:
             for rgbs, ps in zip(out['colours'][0], out['probabilities'][0])]
 
   def warm_up(self):
-    """One call of each image signature (with hints too), so the first user does not wait for TF's graph start-up."""
+    """One call of each image signature (with hints, with a strength too), so the first user does not wait for TF's
+    graph start-up."""
     probe = tf.io.encode_png(np.full((32, 48, 3), 128, np.uint8)).numpy()
     hint = [user_hints.make(0.5, 0.5, '#3060c0')]
-    for fmt in FORMATS:
-      self.colorize([probe], fmt)
-      if self.takes_hints:
-        self.colorize([probe], fmt, hints=[hint])
+    for (hinted, strong), names in COLOURING.items():
+      if (hinted and not self.takes_hints) or (strong and not self.has_strength):
+        continue
+      for fmt in names:
+        self.colorize([probe], fmt, hints=[hint] if hinted else None, strength=1.0 if strong else None)
     if self.suggests:
       self.suggest(probe, [(0.5, 0.5)], hint if self.takes_hints else ())

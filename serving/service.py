@@ -5,7 +5,8 @@ Everything here is bounded, in count and in time:
 - `max_pending` requests may hold model work (preparing, waiting for or in a model call); one more is refused
   (errors.Busy) at once, before its image is decoded, so a burst costs nothing but the answer.
 - Image preparation (header checks, decoding unusual formats) runs on `prep_threads` threads, the model on one
-  batcher thread per output format, batches capped at `max_batch` images and `max_pixels` pixels in all.
+  batcher thread per colouring signature (output format; with hints; with a colour strength), batches capped at
+  `max_batch` images and `max_pixels` pixels in all.
 - Every wait has a timeout (`request_timeout`): a request past it is answered errors.TimedOut; its slot is freed
   only when the model call it joined has ended, so timed-out work cannot pile up beyond `max_pending`.
 Nothing here blocks the event loop: JSON, base64 and images are handled on threads. Failures are the kinds of
@@ -50,18 +51,29 @@ class Service:
     self.buffered = Budget(max_buffered)
     self.max_bytes, self.max_pixels = max_bytes, max_pixels
     self.max_pending, self.request_timeout = max_pending, request_timeout
-    self._batchers = {fmt: batching.Batcher(lambda items, fmt=fmt: colorizer.colorize(items, fmt), max_batch,
-                                            max_weight=max_pixels, name=f'batcher-{fmt}')
-                      for fmt in exported.FORMATS}
-    if colorizer.takes_hints:   # items (image, [Hint]): photos with hints share calls of colorize_hints(_png)
-      self._hint_batchers = {fmt: batching.Batcher(
-          lambda items, fmt=fmt: colorizer.colorize([i for i, _ in items], fmt, hints=[h for _, h in items]),
-          max_batch, max_weight=max_pixels, name=f'batcher-hints-{fmt}') for fmt in exported.FORMATS}
+    # One batcher per colouring signature the model has, each with a thread: items (image, [Hint], strength);
+    # concurrent requests share a call of theirs, whatever their hints and strengths (both are per image).
+    self._batchers = {key: self._batcher(*key, max_batch, max_pixels)
+                      for key in exported.IMAGE_SIGNATURES.values() if self._offers(*key[1:])}
     # suggest: one photo per call, on a thread of its own (a Batcher of one: futures, errors, a bounded queue)
     self._suggester = batching.Batcher(lambda items: [colorizer.suggest(*items[0])], 1, name='suggest')
     self._threads = concurrent.futures.ThreadPoolExecutor(prep_threads, thread_name_prefix='prepare')
     self._pending = 0   # only touched on the event loop's thread
     self.input_specs = tfserving.input_specs(colorizer)
+
+  def _offers(self, hinted, strong):
+    return (self.colorizer.takes_hints or not hinted) and (self.colorizer.has_strength or not strong)
+
+  def _batcher(self, fmt, hinted, strong, max_batch, max_pixels):
+    def run(items):
+      given = {}   # only the keywords in use: the automatic call stays colorize(images, fmt)
+      if hinted:
+        given['hints'] = [h for _, h, _ in items]
+      if strong:
+        given['strength'] = [s for _, _, s in items]
+      return self.colorizer.colorize([image for image, _, _ in items], fmt, **given)
+    name = '-'.join(['batcher'] + ['hints'] * hinted + ['strength'] * strong + [fmt])
+    return batching.Batcher(run, max_batch, max_weight=max_pixels, name=name)
 
   # -------------------------------------------------------------- limits
 
@@ -112,19 +124,30 @@ class Service:
       raise errors.Unsupported(f'{what}: this model was trained without hints, so it cannot follow them: send the '
                                'photo without hints, or serve a model trained with python -m trainer.task --hints')
 
-  async def colorize(self, images, fmt, where, check_colour=False, hints=None):
+  def check_strength(self, value, what='strength'):
+    """A colour strength -> float in 0..1; errors.BadInput naming `what` when it is not one, errors.Unsupported
+    (saying why and what to do) when the model has no strength control."""
+    value = exported.check_strength(value, what)
+    if not self.colorizer.has_strength:
+      raise self.colorizer.strength_unsupported().at(what)
+    return value
+
+  async def colorize(self, images, fmt, where, check_colour=False, hints=None, strength=None):
     """Encoded images -> (encoded colour images, the indices of inputs that already had colour).
 
-    hints: per image a list of user_hints.Hint (checked), or None; an image with hints is coloured by
-    colorize_hints(_png), batched with other requests' photos with hints."""
+    hints: per image a list of user_hints.Hint (checked), or None; strength: per image a colour strength (checked,
+    check_strength), or None: the export's default. An image is coloured by the signature for what it has
+    (colorize(_png), colorize_hints(_png), colorize_strength(_png), colorize_hints_strength(_png)), batched with
+    other requests' photos for the same signature."""
     hints = hints or [[]] * len(images)
+    strength = strength or [None] * len(images)
     self.check_hints(hints)
     release = self._acquire()
     futures = [self._on_thread(self._prepare, images, where, check_colour)]
     try:
       prepared = await self._wait(futures[0], 'reading the image')
-      futures += [self._hint_batchers[fmt].submit((p.data, h), p.height * p.width) if h else
-                  self._batchers[fmt].submit(p.data, p.height * p.width) for p, h in zip(prepared, hints)]
+      futures += [self._batchers[fmt, bool(h), s is not None].submit((p.data, h, s), p.height * p.width)
+                  for p, h, s in zip(prepared, hints, strength)]
       results = [await self._wait(future, 'colouring the image', where(i)) for i, future in enumerate(futures[1:])]
     finally:   # the slot is held until the work this request started (decoding, model calls) has ended
       _when_all_done(futures, release)
@@ -172,7 +195,8 @@ class Service:
             'max_bytes': self.max_bytes, 'max_pixels': self.max_pixels,
             'pending': self._pending, 'max_pending': self.max_pending, 'buffered_bytes': self.buffered.used,
             'hints': self.colorizer.takes_hints, 'suggests': self.colorizer.suggests,
-            'max_hints': user_hints.MAX_HINTS}
+            'max_hints': user_hints.MAX_HINTS,
+            'strength': self.colorizer.default_strength if self.colorizer.has_strength else None}
 
 
 def _when_all_done(futures, callback):

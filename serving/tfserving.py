@@ -8,7 +8,8 @@ Response {"predictions": [...]} (row) or {"outputs": ...} (columnar); with one o
 Errors   {"error": "..."} with a 4xx status, as TF Serving answers (serving/app.py maps the kinds of
          serving/errors.py raised here to statuses).
 Also the model's status and metadata (signature defs), the NAME[/versions/V][:verb] paths, and the tensor form of
-hints (points, colours, radius, at), which go through the checks of serving/user_hints.py like every other hint.
+hints (points, colours, radius, at), which go through the checks of serving/user_hints.py like every other hint,
+and of colour strengths (strength), checked as the upload route's.
 (https://www.tensorflow.org/tfx/serving/api_rest describes the format.)
 """
 import base64
@@ -17,6 +18,7 @@ import dataclasses
 import json
 
 import numpy as np
+from tensorflow.core.framework import types_pb2
 
 from serving import errors, exported, user_hints
 
@@ -162,6 +164,13 @@ def tensor_points(request, i):
   return at
 
 
+def strengths(svc, request):
+  """Every instance's colour strength (the *_strength signatures), checked as the upload route's, named
+  instances[i].strength (inputs.strength[i])."""
+  return [svc.check_strength(value[()], where(request, 'strength', i))
+          for i, value in enumerate(request.inputs['strength'])]
+
+
 def _all_hints(request, at=False):
   """Every instance's hints (and `at` points), checked: [[Hint]] (and [points])."""
   n = len(request.inputs['image_bytes'])
@@ -187,16 +196,18 @@ async def predict(svc, body):
   """TF Serving's predict on a serving.service.Service: request body bytes -> response body bytes (JSON)."""
   request = await svc.off_loop('reading the request', parse_predict, body, svc.input_specs)
   name = request.signature_name
-  fmt = {v: k for k, v in exported.FORMATS.items()}.get(name)
-  hint_fmt = {v: k for k, v in exported.HINT_FORMATS.items()}.get(name)
   images = request.inputs.get('image_bytes')
-  if fmt:   # image signatures: checked, limited and batched like uploads
-    prefix = 'inputs.image_bytes' if request.columnar else 'instances'
-    images, _ = await svc.colorize(images, fmt, lambda i: f'{prefix}[{i}]')
-    outputs = {'image_bytes': images}
-  elif hint_fmt:   # the same, with each instance's hints checked (and its padding dropped)
-    hints = await svc.off_loop('reading the hints', _all_hints, request)
-    images, _ = await svc.colorize(images, hint_fmt, lambda i: where(request, 'image_bytes', i), hints=hints)
+  if name in exported.IMAGE_SIGNATURES:   # image signatures: checked, limited and batched like uploads
+    fmt, hinted, strong = exported.IMAGE_SIGNATURES[name]
+    # each instance's hints checked (and their padding dropped), its strength checked
+    hints = await svc.off_loop('reading the hints', _all_hints, request) if hinted else None
+    strength = strengths(svc, request) if strong else None
+
+    def named(i):   # image i as the client names it: the instance itself when image_bytes is the only input
+      if hinted or strong:
+        return where(request, 'image_bytes', i)
+      return f'{"inputs.image_bytes" if request.columnar else "instances"}[{i}]'
+    images, _ = await svc.colorize(images, fmt, named, hints=hints, strength=strength)
     outputs = {'image_bytes': images}
   elif name == 'suggest_colours':
     hints, at = await svc.off_loop('reading the hints', _all_hints, request, True)
@@ -243,8 +254,8 @@ def metadata(name, colorizer):
 
 def signature_defs(colorizer):
   """TF Serving's signature_def map (GET /v1/models/NAME/metadata) for the loaded signatures."""
-  def tensors(specs):
-    return {k: {'dtype': 'DT_' + s.dtype.name.upper(), 'name': k,
+  def tensors(specs):   # dtypes by their DataType names, as TF Serving gives them (float32 is DT_FLOAT)
+    return {k: {'dtype': types_pb2.DataType.Name(s.dtype.as_datatype_enum), 'name': k,
                 'tensor_shape': {'dim': [{'size': str(-1 if d is None else d), 'name': ''} for d in s.shape],
                                  'unknown_rank': False}}
             for k, s in specs.items()}

@@ -56,6 +56,49 @@ def save_pattern(path, size=64, ab=40.0, hints=False):
               path)
 
 
+def save_distribution(path, size=64, hints=False, strength=True):
+  """Export (to `path`, the version directory) the real export graph around a classification 'network' whose colour
+  distribution is known everywhere: 50 % a vivid blue, 30 % grey, 20 % a yellow, trained with rebalancing that
+  favoured the vivid ones. Without that (strength 0) the mean is a dull blue; near its mode (strength 1) the vivid
+  one; its default strength (colorizer.json) is 0.5. hints=True: it takes hints, and where a hint is (its mask) the
+  distribution is all near the hint's own colour, at every strength. strength=False: exported as before the
+  colour-strength control existed (no *_strength signatures, no colour_strength in colorizer.json)."""
+  import tensorflow as tf
+  from trainer import abbins, export, model as model_lib
+
+  centres = abbins.centres()
+  probs = np.full(len(centres), 1e-6)
+  for ab, p in (((10.0, -60.0), 0.5), ((0.0, 0.0), 0.3), ((0.0, 60.0), 0.2)):
+    probs[np.argmin(((centres - ab) ** 2).sum(-1))] = p
+  logits = tf.constant(np.log(probs / probs.sum()), tf.float32)
+  log_w = np.zeros(len(centres))   # as if trained with rebalancing that favoured the vivid colours over grey
+  for ab, w in (((10.0, -60.0), 0.7), ((0.0, 0.0), -1.0), ((0.0, 60.0), 0.7)):
+    log_w[np.argmin(((centres - ab) ** 2).sum(-1))] = w
+  grid = tf.constant(centres, tf.float32)
+
+  class Distribution(export.ColorizerModule):
+    def _forward_fn(self, l, hint_map):
+      n, g = tf.shape(l)[0], self._size // 4
+      out = tf.broadcast_to(logits, [n, g, g, len(centres)])
+      if hints:   # the hint map on the logits' grid: where a hint covers a cell, a sharp peak at its colour
+        pooled = tf.nn.avg_pool2d(hint_map, 4, 4, 'VALID')
+        mask = pooled[..., 2:]
+        ab = pooled[..., :2] * model_lib.AB_SCALE / tf.maximum(mask, 1e-6)
+        peak = -tf.reduce_sum((ab[..., None, :] - grid) ** 2, -1) / 50.0
+        out = tf.where(mask > 0, peak, out)
+      return out, tf.zeros([n, 1])
+
+    def signatures(self):
+      made = super().signatures()
+      return made if strength else {k: v for k, v in made.items() if 'strength' not in k}
+
+  export.save(Distribution(None, None, 'classification', size, abbins.Decoding(0.38, 0.5, tuple(log_w)),
+                           takes_hints=hints),
+              {'image_size': size, 'model': 'distribution', 'loss': 'classification', 'hints': hints,
+               'embedder': {'name': 'none'}, 'annealed_mean_temperature': 0.38,
+               **({'colour_strength': 0.5} if strength else {})}, path)
+
+
 @functools.cache
 def export_dir():
   """The tests' model, built once per test process (a small width keeps it quick)."""

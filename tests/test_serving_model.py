@@ -1,5 +1,6 @@
 """The model loader, the input checks and the request batcher, on the real export."""
 import os
+import re
 import shutil
 import threading
 import time
@@ -136,3 +137,66 @@ def test_batcher_survives_a_failing_run():
     b.submit(1).result(timeout=10)
   b._run = lambda items: items     # the worker is still alive
   assert b.submit(7).result(timeout=10) == 7
+
+
+# ---------------------------------------------------------------- the colour strength
+
+@pytest.fixture(scope='module')
+def distribution(tmp_path_factory):
+  """A model whose colour distribution is known (tests/serving_model.save_distribution): strength shows."""
+  base = tmp_path_factory.mktemp('distribution')
+  sm.save_distribution(str(base / '1'))
+  return exported.Colorizer(str(base))
+
+
+def test_without_a_strength_the_signatures_of_before_and_at_the_default_their_bytes(colorizer):
+  images = [sm.jpeg(sm.grey_photo(120, 90)), sm.png(sm.grey_photo(50, 70))]
+  assert colorizer.has_strength and colorizer.default_strength == 0.5
+  for fmt, name in exported.FORMATS.items():
+    plain = colorizer.colorize(images, fmt)
+    assert plain == list(colorizer.signature(name)(image_bytes=tf.constant(images))['image_bytes'].numpy())
+    assert colorizer.colorize(images, fmt, strength=colorizer.default_strength) == plain
+    assert colorizer.colorize(images, fmt, strength=[0.5, 0.5]) == plain
+
+
+def test_a_strength_per_image_is_the_strength_signatures_and_more_is_more_colourful(colorizer, distribution):
+  images = [sm.png(sm.grey_photo(96, 128)), sm.jpeg(sm.grey_photo(50, 70))]
+  want = colorizer.signature('colorize_strength_png')(image_bytes=tf.constant(images),
+                                                      strength=tf.constant([0.0, 1.0]))['image_bytes'].numpy()
+  assert colorizer.colorize(images, 'png', strength=[0.0, 1.0]) == list(want)
+  photo = sm.png(sm.grey_photo(96, 128))
+  outputs = distribution.colorize([photo] * 3, 'png', strength=np.array([0.0, 0.5, 1.0], np.float32))
+  chroma = [sm.chroma(sm.decoded(o)) for o in outputs]
+  assert chroma[0] + 1 < chroma[1] < chroma[2] - 1, chroma
+  assert outputs[1] == distribution.colorize([photo], 'png')[0]      # the default: the bytes of no strength
+  assert distribution.colorize([photo], 'png', strength=1) == outputs[2:]
+
+
+@pytest.mark.parametrize('strength, message', [
+    (1.5, 'strength: 1.5 is not in 0..1'), (-0.1, 'strength: -0.1 is not in 0..1'),
+    (float('nan'), 'strength: nan is not in 0..1'), ('0.5', "strength: '0.5' is not in 0..1"),
+    ([0.2, float('inf')], 'strength[1]: inf is not in 0..1'), ([0.2], 'strength: 1 values for 2 images'),
+    (True, 'strength: True is not in 0..1'),
+])
+def test_a_bad_strength_is_refused_naming_it(colorizer, strength, message):
+  with pytest.raises(errors.BadInput, match=re.escape(message)) as e:
+    colorizer.colorize([sm.jpeg(sm.grey_photo(20, 20))] * 2, strength=strength)
+  assert '0 (palest' in str(e.value) or 'values for' in str(e.value)
+
+
+def test_models_without_the_control_refuse_a_strength_and_say_why(tmp_path):
+  photo = sm.jpeg(sm.grey_photo(40, 60))
+  sm.save_pattern(str(tmp_path / 'mse' / '1'))
+  sm.save_distribution(str(tmp_path / 'old' / '1'), strength=False)
+  for kind, why in (('mse', 'predicts one colour per pixel'),
+                    ('old', 're-export it with python -m trainer.export --job-dir JOB_DIR')):
+    model = exported.Colorizer(str(tmp_path / kind))
+    assert not model.has_strength and model.default_strength is None
+    assert not set(exported.STRENGTH_SIGNATURES) & set(model.signature_names)
+    with pytest.raises(errors.Unsupported, match=why) as e:
+      model.colorize([photo], strength=0.5)
+    assert str(tmp_path / kind) in str(e.value) and 'leave the strength out' in str(e.value)
+    (out,) = model.colorize([photo], 'png')              # everything else as before
+    assert sm.decoded(out).shape == (40, 60, 3)
+    model.warm_up()
+  assert 'nothing to make stronger or paler' in str(exported.Colorizer(str(tmp_path / 'mse')).strength_unsupported())

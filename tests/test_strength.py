@@ -3,7 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 import serving_model
-from trainer import abbins, export
+from trainer import abbins
 
 
 def _photos():
@@ -27,32 +27,9 @@ def test_the_default_strength_gives_the_exported_bytes_with_and_without_hints():
         _call(f'colorize_hints{fmt}', image_bytes=images, **hints)
 
 
-def _save_distribution(path, size=64):
-  """An export of the real graph around a 'network' whose colour distribution is known everywhere: 50 % a
-  vivid blue, 30 % grey, 20 % a yellow, trained with rebalancing that favoured the vivid ones. Without that (strength
-  0) the mean is a dull blue; near its mode (strength 1) the vivid one."""
-  centres = abbins.centres()
-  probs = np.full(len(centres), 1e-6)
-  for ab, p in (((10.0, -60.0), 0.5), ((0.0, 0.0), 0.3), ((0.0, 60.0), 0.2)):
-    probs[np.argmin(((centres - ab) ** 2).sum(-1))] = p
-  logits = tf.constant(np.log(probs / probs.sum()), tf.float32)
-  log_w = np.zeros(len(centres))   # as if trained with rebalancing that favoured the vivid colours over grey
-  for ab, w in (((10.0, -60.0), 0.7), ((0.0, 0.0), -1.0), ((0.0, 60.0), 0.7)):
-    log_w[np.argmin(((centres - ab) ** 2).sum(-1))] = w
-
-  class Distribution(export.ColorizerModule):
-    def _forward_fn(self, l, hint_map):
-      n, g = tf.shape(l)[0], self._size // 4
-      return tf.broadcast_to(logits, [n, g, g, len(centres)]), tf.zeros([n, 1])
-
-  export.save(Distribution(None, None, 'classification', size, abbins.Decoding(0.38, 0.5, tuple(log_w)),
-                           takes_hints=False),
-              {'image_size': size, 'model': 'distribution', 'loss': 'classification', 'hints': False}, path)
-  return tf.saved_model.load(path)
-
-
 def test_more_strength_gives_more_colour_and_each_image_its_own(tmp_path):
-  model = _save_distribution(str(tmp_path / '1'))
+  serving_model.save_distribution(str(tmp_path / '1'))
+  model = tf.saved_model.load(str(tmp_path / '1'))
   image = _photos()[0]
   strengths = [0.0, 0.25, 0.5, 0.75, 1.0]
   call = lambda images, s: list(model.signatures['colorize_strength_png'](
