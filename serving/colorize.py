@@ -1,7 +1,7 @@
 r"""Colour black-and-white photos from the command line, at their own resolution.
 
   python -m serving.colorize --model EXPORT_DIR INPUT... --output DIR [--format jpeg|png] [--quality Q]
-      [--hint X,Y,#RRGGBB[,RADIUS] ...] [--hints-file HINTS.json]
+      [--hint X,Y,#RRGGBB[,RADIUS] ...] [--hints-file HINTS.json] [--strength S]
 
 INPUT: files, folders (read recursively for image files), globs and gs:// paths. Outputs keep the inputs'
 names and sub-folders, with the format's extension. Images go to the model in batches; reading, checking and
@@ -13,6 +13,10 @@ Hints (models trained with --hints): each --hint puts a colour at a point of eve
 the photo's left and top edges; RADIUS a share of its long side). --hints-file is JSON: a list of hints
 [{"x": 0.5, "y": 0.2, "colour": "#3060c0", "radius": 0.02}, ...] for every input, or an object mapping an input's
 file name (or its path relative to the folder given) to its own list; --hint's are added to each.
+
+--strength (classification models exported with the colour-strength control): 0 the palest, most accurate colours
+(each as often as it occurs) to 1 the most vivid; without it, the export's default (colorizer.json's
+colour_strength), byte for byte the colours of before.
 """
 import dataclasses
 import io
@@ -89,10 +93,11 @@ def read_hints_file(path):
 
 
 def run(colorizer, specs, output, fmt='jpeg', quality=None, batch_size=8, max_pixels=decode.BOMB_GUARD_PIXELS,
-        progress=True, hints=None):
+        progress=True, hints=None, strength=None):
   """Colour every image of `specs` into `output`; returns a Report (nothing is raised for a bad input).
 
-  hints: None, or a function source -> list of user_hints.Hint (hints_for)."""
+  hints: None, or a function source -> list of user_hints.Hint (hints_for); strength: None (the export's default)
+  or a colour strength 0..1 for every image (exported.Colorizer.colorize)."""
   started = time.perf_counter()
   report = Report()
   found, missing = files.expand(specs)
@@ -124,7 +129,8 @@ def run(colorizer, specs, output, fmt='jpeg', quality=None, batch_size=8, max_pi
         else:
           ready.append((source, prepared))
       given = [hints(source) for source, _ in ready] if hints else None
-      for (source, prepared), result in zip(ready, colorizer.colorize([p.data for _, p in ready], model_fmt, given)):
+      results = colorizer.colorize([p.data for _, p in ready], model_fmt, given, strength=strength)
+      for (source, prepared), result in zip(ready, results):
         if isinstance(result, Exception):
           fail(source, str(result))
         else:
@@ -172,6 +178,10 @@ class Config:
                         'the left and the top; RADIUS a share of the long side). Repeatable. Models trained with '
                         '--hints.')
   hints_file: Optional[str] = cli.flag(None, 'JSON hints: a list for every input, or {file name: list}; see --help.')
+  strength: Optional[float] = cli.flag(None, 'The colour strength, 0 (palest, the most accurate) to 1 (most vivid) '
+                                       '(default: the model\'s own, its colorizer.json colour_strength). '
+                                       'Classification models exported with the colour-strength control.',
+                                       lower=0.0, upper=1.0)
 
 
 def main(cfg, argv):
@@ -196,8 +206,10 @@ def main(cfg, argv):
   if (every or per_file) and not colorizer.takes_hints:
     raise app.UsageError(f'{colorizer.path} was trained without hints, so it cannot follow --hint or '
                          '--hints-file: train with python -m trainer.task --hints, or leave the hints out')
+  if cfg.strength is not None and not colorizer.has_strength:
+    raise app.UsageError(str(colorizer.strength_unsupported().at('--strength')))
   report = run(colorizer, argv[1:], cfg.output, cfg.format, cfg.quality, cfg.batch_size, cfg.max_pixels,
-               hints=hints_for(every, per_file))
+               hints=hints_for(every, per_file), strength=cfg.strength)
   print(summary(report, cfg.output, cfg.format))
   return 1 if report.failed else 0
 
