@@ -171,6 +171,6 @@ def test_page_and_its_files_need_nothing_from_elsewhere(server):
   assert "default-src 'self'" in headers['Content-Security-Policy']
   text = page.decode()
   assert 'http://' not in text and 'https://' not in text and '//cdn' not in text
-  for asset in ('/static/app.js', '/static/style.css'):
+  for asset in ('/static/app.js', '/static/strength.js', '/static/style.css'):
     status, _, body = call(server, 'GET', asset)
     assert status == 200 and b'http://' not in body and b'https://' not in body

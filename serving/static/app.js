@@ -1,5 +1,6 @@
-// The page's only script: send the chosen photo to POST /v1/colorize and show the JPEG that comes back; then
-// let the user place hints ("this colour here") on it, which re-colour the photo by themselves.
+// The page's script (with strength.js, its colour-strength slider): send the chosen photo to POST /v1/colorize and
+// show the JPEG that comes back; then let the user place hints ("this colour here") on it and set the colour
+// strength, which re-colour the photo by themselves.
 'use strict';
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -10,6 +11,7 @@
   const actual = $('actual-size');
   const layer = $('hint-layer'), hintsSection = $('hints-section'), editor = $('hint-editor');
   const palette = $('palette'), picker = $('hint-colour'), hintName = $('hint-name'), hintCount = $('hint-count');
+  const strengthSection = $('strength-section');
   const DEBOUNCE_MS = 120;   // after the last change, before the photo is sent again
   let limits = { max_bytes: Infinity, hints: false, suggests: false, max_hints: 100 };
   let photo = null, photoName = '', originalUrl = null, resultUrl = null;
@@ -20,6 +22,7 @@
     $('model-info').textContent = `Model ${h.model}, version ${h.version}`;
     document.querySelectorAll('.model-name').forEach((e) => { e.textContent = h.model; });
     $('metadata-link').href = `/v1/models/${encodeURIComponent(h.model)}/metadata`;
+    strength.setModel(h.strength);
     if (resultUrl) showHintControls();
   }).catch(() => {});
 
@@ -85,13 +88,13 @@
     coloured.removeAttribute('src');
     download.hidden = true;
     compareSection.hidden = true;
-    hintsSection.hidden = true;
+    hintsSection.hidden = strengthSection.hidden = true;
     layer.hidden = true;
     spinner.hidden = false;
     result.hidden = false;
     say(`Colouring ${file.name}…`);
     try {
-      const response = await post('/v1/colorize', '', file);
+      const response = await post('/v1/colorize', strength.query(), file);
       if (mine !== generation) return;
       await show(response);
       download.download = `${stem(file.name)}-colour.jpg`;
@@ -114,8 +117,10 @@
   // one request at a time: changes made meanwhile are sent together when it returns.
   let hints = [], selected = null;
   let changes = 0, sending = false, timer = null, changedAt = 0;
+  const strength = window.colourStrength(() => changed());   // a move: a change like a hint's
 
-  function showHintControls() {
+  function showHintControls() {   // and the strength slider, once /healthz has said what the model has
+    strengthSection.hidden = !(resultUrl && 'strength' in limits);
     const on = Boolean(limits.hints && resultUrl);
     hintsSection.hidden = !on;
     layer.hidden = !on;
@@ -170,14 +175,15 @@
 
   async function recolour() {
     if (sending || !photo) return;
-    const upTo = changes, since = changedAt, mine = generation, list = hints.slice();
+    const upTo = changes, since = changedAt, mine = generation, list = hints.slice(), query = strength.query();
     if (String(upTo) === coloured.dataset.shown) return;
     sending = true;
     coloured.setAttribute('aria-busy', 'true');
-    say(`Colouring with ${list.length} hint${list.length === 1 ? '' : 's'}…`);
+    const what = list.length ? ` with ${list.length} hint${list.length === 1 ? '' : 's'}` : '';
+    say(`Colouring${what}${strength.label()}…`);
     try {
       const sent = performance.now();
-      const response = await post('/v1/colorize', '', photo, list);
+      const response = await post('/v1/colorize', query, photo, list);
       if (mine !== generation) return;
       const requestMs = performance.now() - sent;
       await show(response);
@@ -185,11 +191,11 @@
       coloured.dataset.shown = String(upTo);
       coloured.dataset.roundTripMs = total.toFixed(0);     // last change -> new photo on screen
       coloured.dataset.requestMs = requestMs.toFixed(0);   // the request alone
-      say(`Coloured with ${list.length} hint${list.length === 1 ? '' : 's'} in ${(total / 1000).toFixed(2)} s.`);
+      say(`Coloured${what} in ${(total / 1000).toFixed(2)} s${strength.label()}.`);
     } catch (e) {
       if (mine === generation) {
         coloured.dataset.shown = String(upTo);
-        say(`Could not colour ${photoName} with these hints: ${e.message}`, true);
+        say(`Could not colour ${photoName} with these hints${strength.label()}: ${e.message}`, true);
       }
     } finally {
       sending = false;
