@@ -49,6 +49,20 @@ def _looked_at(rgb):
   return sm.chroma(rgb[:, w // 2:]), _hue(rgb[h // 2 - 2:h // 2 + 3, w // 4 - 2:w // 4 + 3].reshape(-1, 3).mean(0))
 
 
+def _open(browser, url, photo, shape):
+  """A page on `url` with a grey photo of `shape` chosen, once the strength control shows; and the upload route's
+  requests it makes: [(url, hints header)]."""
+  photo.write_bytes(sm.png(np.full(shape, GREY, np.uint8)))
+  page = browser.new_page()
+  sent = []
+  page.on('request', lambda r: urllib.parse.urlsplit(r.url).path == '/v1/colorize' and sent.append(
+      (r.url, r.headers.get('x-colorizer-hints'))))
+  page.goto(url)
+  page.set_input_files('#file', str(photo))
+  page.locator('#strength-section').wait_for(state='visible', timeout=60_000)
+  return page, sent
+
+
 def _strength_of(request_url):
   values = urllib.parse.parse_qs(urllib.parse.urlsplit(request_url).query).get('strength')
   return None if values is None else float(values[0])
@@ -56,15 +70,8 @@ def _strength_of(request_url):
 
 def test_the_slider_makes_the_photo_paler_or_more_vivid_and_keeps_the_hints(browser, distribution_url, tmp_path):
   photo = tmp_path / 'grey.png'
-  photo.write_bytes(sm.png(np.full((192, 256), GREY, np.uint8)))
-  page = browser.new_page()
-  sent = []   # the upload route's requests: (url, hints header)
-  page.on('request', lambda r: urllib.parse.urlsplit(r.url).path == '/v1/colorize' and sent.append(
-      (r.url, r.headers.get('x-colorizer-hints'))))
-  page.goto(distribution_url)
-  page.set_input_files('#file', str(photo))
+  page, sent = _open(browser, distribution_url, photo, (192, 256))
   slider = page.locator('#strength')
-  page.locator('#strength-section').wait_for(state='visible', timeout=60_000)
   assert slider.is_enabled() and slider.input_value() == '0.5'           # the model's default, from /healthz
   assert page.locator('#strength-value').inner_text() == '0.50' and page.locator('#strength-note').is_hidden()
   assert page.locator('#strength-reset').is_disabled() and _strength_of(sent[0][0]) is None
@@ -120,18 +127,11 @@ def test_a_model_without_the_control_shows_the_slider_disabled_and_why(browser, 
   base = tmp_path / 'mse'
   sm.save_pattern(str(base / '1'), hints=True)
   with _serve(base) as address:
-    page = browser.new_page()
-    sent = []
-    page.on('request', lambda r: urllib.parse.urlsplit(r.url).path == '/v1/colorize' and sent.append(r.url))
-    page.goto('http://%s:%d/' % address)
-    photo = tmp_path / 'grey.png'
-    photo.write_bytes(sm.png(np.full((60, 80), GREY, np.uint8)))
-    page.set_input_files('#file', str(photo))
-    page.locator('#strength-section').wait_for(state='visible', timeout=60_000)
+    page, sent = _open(browser, 'http://%s:%d/' % address, tmp_path / 'grey.png', (60, 80))
     assert page.locator('#strength').is_disabled() and page.locator('#strength-reset').is_disabled()
     assert 'no colour-strength control' in page.locator('#strength-note').inner_text()
     assert page.locator('#strength-help').is_hidden() and page.locator('#strength-note').is_visible()
-    assert [_strength_of(u) for u in sent] == [None]
+    assert [_strength_of(u) for u, _ in sent] == [None]
     assert page.locator('#hints-section').is_visible()                   # the rest of the page as before
     page.locator('#strength-section').screenshot(
         path=str(pathlib.Path(os.environ.get('SCREENSHOT_DIR', tmp_path)) / 'colorizer-no-strength.png'))

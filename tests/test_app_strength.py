@@ -148,15 +148,14 @@ def test_predict_with_hints_and_strength_checks_the_hints_as_ever(trained):
   assert status == 400 and 'instances[0].points[0]: (1.2, 0.3) is outside the photo' in response['error']
 
 
-@pytest.mark.parametrize('query, message', [
-    ('strength=2', 'strength: 2 is not in 0..1: a colour strength goes from 0 (palest'),
-    ('strength=-0.5', 'strength: -0.5 is not in 0..1'),
-    ('strength=nan', 'strength: nan is not in 0..1'),
-    ('strength=abc', 'query.strength'),
+@pytest.mark.parametrize('strength, message', [
+    (2, 'strength: 2 is not in 0..1: a colour strength goes from 0 (palest'), (-0.5, 'strength: -0.5 is not in 0..1'),
+    ('nan', 'strength: nan is not in 0..1'), ('abc', 'query.strength'),
 ])
-def test_a_bad_strength_is_a_400_naming_it(trained, query, message):
-  status, _, body = call(trained[0], 'POST', f'/v1/colorize?{query}', sm.jpeg(sm.grey_photo(40, 60)))
-  assert status == 400 and message in json.loads(body)['error'], body
+def test_a_bad_strength_is_a_400_naming_it(trained, strength, message):
+  for hints in (None, [{'x': 0.5, 'y': 0.5, 'colour': GREEN}]):
+    status, _, body = upload(trained[0], sm.jpeg(sm.grey_photo(40, 60)), strength, hints)
+    assert status == 400 and message in json.loads(body)['error'], body
 
 
 @pytest.mark.parametrize('instances, message', [
