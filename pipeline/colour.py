@@ -1,7 +1,7 @@
 """sRGB (D65) <-> CIE Lab in TensorFlow ops: the project's one colour conversion.
 
 The Beam job, the trainer's metrics and the exported serving graph all call these two functions, so
-training and serving cannot drift apart. Constants follow `skimage.color` (the reference in DESIGN.md):
+training and serving cannot drift apart. Constants follow `skimage.color` (the reference in ARCHITECTURE.md):
 the sRGB->XYZ matrix, the D65 / 2 degree white point and the 0.008856 / 7.787 linear segment.
 """
 import sys
@@ -46,6 +46,24 @@ def grey_rgb(l):
   """The sRGB grey [0, 1] a greyscale photo with lightness `l` (shape [...]) shows: lab_to_rgb(l, 0, 0)."""
   l = tf.cast(l, tf.float32)
   return lab_to_rgb(tf.stack([l, tf.zeros_like(l), tf.zeros_like(l)], axis=-1))[..., 0]
+
+
+# TensorFlow's CPU kernels (Eigen) compute an element-wise op in SIMD packets, and a tensor's last (size mod
+# packet size) values one at a time; the vectorised pow differs from the scalar one in the last bit, which Lab's
+# differences (500 (fx - fy)) raise to hundreds of ulps. A colour's Lab then depended on its place in the tensor
+# and on the tensor's size: a hint's colour changed with the photos and hints that shared its batch.
+_WHOLE_PACKETS = 16   # colours: 48 float32 values, whole packets of 16 (AVX-512), 8 (AVX2) or 4 (SSE) values
+
+
+def each_colour(convert, colours):
+  """convert (rgb_to_lab or lab_to_rgb) of colours [..., 3], each colour's result depending on that colour alone,
+  not on the other colours in the tensor or their number: padded to whole packets, every value is computed by
+  the same (vectorised) code."""
+  colours = tf.cast(colours, tf.float32)
+  rows = tf.reshape(colours, [-1, 3])
+  count = tf.shape(rows)[0]
+  padded = tf.pad(rows, [[0, -count % _WHOLE_PACKETS], [0, 0]])
+  return tf.reshape(convert(padded)[:count], tf.shape(colours))
 
 
 # ---------------------------------------------------------------- the same conversions on 8-bit sRGB, fast
