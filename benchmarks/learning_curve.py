@@ -147,14 +147,24 @@ def _measures(summaries, system='model'):
     top1 = (summary.get('set_metrics') or {}).get('top1')
     if top1:   # the classifier test: the model's, or (grey, below) the grey baseline's
       out[(protocol, 'top1')] = top1[system]
+      out[(protocol, 'top1_truth')] = top1['truth']
   return out
 
 
-def _fit(sizes, values):
-  """Least squares value = a + b log10(size) -> (a, b)."""
-  x = np.log10(np.asarray(sizes, float))
-  b, a = np.polyfit(x, np.asarray(values, float), 1)
-  return a, b
+# Student's t at 97.5 % for the fit's degrees of freedom (runs - 2): a 95 % prediction interval.
+T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31}
+
+
+def _fit(sizes, values, at):
+  """Least squares value = a + b log10(size) over the runs -> (b per decade, prediction at `at`, its 95 %
+  prediction interval's half width: residual noise and the slope's uncertainty, both grown by the extrapolation)."""
+  x, y = np.log10(np.asarray(sizes, float)), np.asarray(values, float)
+  b, a = np.polyfit(x, y, 1)
+  dof = len(x) - 2
+  residual = np.sqrt(((y - (a + b * x)) ** 2).sum() / dof) if dof > 0 else float('nan')
+  x0 = np.log10(at)
+  spread = residual * np.sqrt(1 + 1 / len(x) + (x0 - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum())
+  return b, a + b * x0, T975.get(dof, 2.0) * spread
 
 
 def _report(args, results, grey, n_val):
@@ -170,19 +180,20 @@ def _report(args, results, grey, n_val):
     lines.append(f'| {size:,} | {seed} | ' + ' | '.join(fmt.format(m[key]) for _, key, fmt in MEASURES) + ' |')
   lines.append('| grey baseline | | ' + ' | '.join(fmt.format(grey.get(key, float('nan')))
                                                    for _, key, fmt in MEASURES) + ' |')
-  lines += ['', 'Fit of each measure against log10(training photos) over the mean of each size\'s runs, and what '
-                f'it projects at ImageNet\'s {IMAGENET_TRAIN:,} photos (2.2 decades beyond the data: a trend, not a '
-                'forecast). The range moves the largest size\'s mean by its seeds\' half range in both directions.',
-            '', '| measure | per 10x photos | at 1.28 M | range |', '|---|---|---|---|']
+  truth = grey.get(('published', 'top1_truth'))
+  if truth is not None:
+    lines += ['', f'The classifier test\'s top-1 on the true colour crops: {truth:.1f} % (MobileNetV2, ImageNet weights; '
+                  'the photos are from ILSVRC-2012, whose training set the classifier learnt, so they may be among its training photos).']
+  lines += ['', 'A straight line of each measure against log10(training photos), fitted to every run, and what it '
+                f'projects at ImageNet\'s {IMAGENET_TRAIN:,} photos, 2.2 decades beyond the data, with its 95 % '
+                'prediction interval (t on runs - 2 degrees of freedom; it assumes the line holds that far, which '
+                'nothing here can show: a trend, not a forecast).',
+            '', '| measure | per 10x photos | at 1.28 M | 95 % interval |', '|---|---|---|---|']
   for label, key, fmt in MEASURES:
-    means = [np.mean([m[key] for (sz, _), m in results.items() if sz == size]) for size in sizes]
-    largest = [m[key] for (sz, _), m in results.items() if sz == sizes[-1]]
-    half = (max(largest) - min(largest)) / 2
-    a, b = _fit(sizes, means)
-    ends = [a + b * np.log10(IMAGENET_TRAIN) for a, b in (_fit(sizes, means[:-1] + [means[-1] + d])
-                                                           for d in (-half, half))]
-    lines.append(f'| {label} | {"+" if b >= 0 else ""}{fmt.format(b)} | {fmt.format(a + b * np.log10(IMAGENET_TRAIN))}'
-                 f' | {fmt.format(min(ends))} to {fmt.format(max(ends))} |')
+    runs = sorted(results.items())
+    slope, at, half = _fit([size for (size, _), _ in runs], [m[key] for _, m in runs], IMAGENET_TRAIN)
+    lines.append(f'| {label} | {"+" if slope >= 0 else ""}{fmt.format(slope)} | {fmt.format(at)}'
+                 f' | {fmt.format(at - half)} to {fmt.format(at + half)} |')
   with open(os.path.join(args.work, 'learning_curve.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   print('\n'.join(lines))
