@@ -56,7 +56,8 @@ def chart(path, title, x_label, y_label, series, hlines=(), log_x=False, x_range
   for t in _ticks(y0, y1):
     draw.line([LEFT, py(t), WIDTH - RIGHT, py(t)], fill='#eeeeee')
     draw.text((LEFT - 6, py(t)), _label(t), fill='#222222', font=font, anchor='rm')
-  x_ticks = ([10 ** e for e in range(math.ceil(x0), math.floor(x1) + 1)] if log_x else _ticks(x0, x1))
+  x_ticks = ([m * 10 ** e for e in range(math.floor(x0), math.ceil(x1) + 1) for m in (1, 2, 3, 5)
+              if x0 <= math.log10(m * 10 ** e) <= x1] if log_x else _ticks(x0, x1))
   for t in x_ticks:
     draw.line([px(t), TOP, px(t), HEIGHT - BOTTOM], fill='#eeeeee')
     draw.text((px(t), HEIGHT - BOTTOM + 8), _label(t), fill='#222222', font=font, anchor='mt')
@@ -64,7 +65,7 @@ def chart(path, title, x_label, y_label, series, hlines=(), log_x=False, x_range
     for x in range(LEFT, WIDTH - RIGHT, 8):
       draw.line([x, py(value), x + 4, py(value)], fill='#888888')
     draw.text((WIDTH - RIGHT - 4, py(value) - 3), text, fill='#555555', font=font, anchor='rb')
-  for s in series:
+  for n, s in enumerate(series):
     pts = [(px(p[0]), py(p[1])) for p in s.points]
     if s.line and len(pts) > 1:
       draw.line(pts, fill=s.colour, width=2)
@@ -74,7 +75,9 @@ def chart(path, title, x_label, y_label, series, hlines=(), log_x=False, x_range
         draw.line([x, py(low), x, py(high)], fill=s.colour, width=1)
       draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=s.colour)
       if len(p) > 2 and p[2]:
-        draw.text((x + 6, y - 6), str(p[2]), fill='#222222', font=font, anchor='ld')
+        # every other series labels below its points, so two series' labels at one x do not overlap
+        draw.text((x + 6, y + 6 if n % 2 else y - 6), str(p[2]), fill='#222222', font=font,
+                  anchor='lt' if n % 2 else 'ld')
   draw.text((WIDTH / 2, 10), title, fill='black', font=ImageFont.load_default(size=15), anchor='mt')
   draw.text((WIDTH / 2, HEIGHT - 18), x_label, fill='black', font=font, anchor='mt')
   label = Image.new('RGB', (HEIGHT, 18), 'white')
