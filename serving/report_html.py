@@ -56,6 +56,17 @@ def render(doc, samples, test_model=''):
              '<td></td><td></td></tr></table>')
   out.append('<p class="note">Metrics are means over images (trainer/metrics.py). The grey baseline is each '
              'photo\'s own lightness with a = b = 0.</p>')
+  sets = doc.get('set_metrics') or {}
+  if doc.get('protocol') == 'published':
+    out.append('<p>Published protocol: each photo\'s short side resized to 256, its centre 256 × 256 cropped.')
+    if 'fid' in sets:
+      out.append(f' FID: model {sets["fid"]["model"]:.2f}, grey baseline {sets["fid"]["grey_baseline"]:.2f}.')
+    if 'top1' in sets:
+      t = sets['top1']
+      out.append(f' Classifier top-1 ({t["photos"]} photos): model {t["model"]:.1f} %, grey {t["grey_baseline"]:.1f} '
+                 f'%, truth {t["truth"]:.1f} %.')
+    out.append('</p>')
+    out += [f'<p class="warn">Not measured: {e(note)}</p>' for note in sets.get('notes', [])]
   if samples:
     out.append('<h2>Samples</h2><div class="grid"><div class="head">grey input</div><div class="head">model'
                '</div><div class="head">truth</div>')

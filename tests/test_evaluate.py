@@ -98,3 +98,65 @@ def test_command_line(photos, tmp_path):
   assert 'PSNR (dB)' in out and 'grey baseline' in out and 'AuC rebalanced' in out
   assert (tmp_path / 'report' / 'report.html').exists()
   assert 'oneDNN' not in proc.stderr and 'evaluating' in proc.stderr
+
+
+def test_strength_zero_is_paler_than_one_and_none_is_the_exports_default(photos):
+  colorizer = sm.colorizer()
+  runs = {s: evaluate.evaluate(colorizer, [str(photos)], progress=False, sample=0, strength=s)
+          for s in (0.0, 1.0, None, colorizer.default_strength)}
+  cf = {s: run.summary()['model']['cf_pred'] for s, run in runs.items()}
+  assert cf[0.0] < cf[1.0], cf
+  assert runs[None].rows == runs[colorizer.default_strength].rows
+  assert runs[1.0].strength == 1.0 and runs[None].strength is None
+
+
+def test_a_strength_for_a_model_without_the_control_is_refused_with_the_reason(photos, tmp_path):
+  sm.save_pattern(str(tmp_path / 'mse' / '1'))
+  with pytest.raises(evaluate.exported.ModelError, match='trained with --loss mse'):
+    evaluate.evaluate(evaluate.exported.Colorizer(str(tmp_path / 'mse')), [str(photos)], strength=0.5,
+                      progress=False)
+
+
+def test_the_published_protocol_measures_the_centre_crop_and_the_set(photos):
+  sets = evaluate.published.SetMeasures(classifier_weights='none', fid_weights='random')
+  result = evaluate.evaluate(sm.colorizer(), [str(photos)], progress=False, sample=1, protocol='published',
+                             sets=sets)
+  assert {(r['height'], r['width']) for r in result.rows} == {(256, 256)}
+  full = evaluate.evaluate(sm.colorizer(), [str(photos)], progress=False, sample=0)
+  assert [r['path'] for r in result.rows] == [r['path'] for r in full.rows]
+  # the 200 x 300 coffee photo is measured on its resized centre (the 256 x 256 astronaut is its own crop)
+  coffee = [r['grey_baseline_psnr'] for run in (result, full) for r in run.rows if r['path'].endswith('coffee.png')]
+  assert coffee[0] != coffee[1]
+  summary = result.set_summary
+  # FID of a set against itself is 0 (the truth's); the grey and the coloured sets are elsewhere
+  assert summary['fid']['model'] > 0 and summary['fid']['grey_baseline'] > 0
+  assert summary['notes'] == ['the classifier test not computed: --classifier-weights none']
+  assert 'top1' not in summary
+  text = evaluate.table(result.summary(), summary)
+  assert 'FID' in text and 'not measured: the classifier test not computed' in text
+
+
+def test_a_set_measure_that_cannot_be_had_is_one_line_and_the_rest_is_reported(photos, tmp_path):
+  proc = subprocess.run([sys.executable, '-m', 'serving.evaluate', '--model', sm.export_dir(), '--images',
+                         str(photos / '*.*'), '--protocol', 'published', '--fid-weights', str(tmp_path / 'absent.h5'),
+                         '--classifier-weights', 'none', '--strength', '1', '--report', str(tmp_path / 'report')],
+                        cwd=REPO, capture_output=True, text=True, timeout=300)
+  out = proc.stdout
+  assert '2 image(s) evaluated' in out and 'PSNR (dB)' in out, proc.stderr
+  notes = [line for line in out.splitlines() if line.startswith('not measured: ')]
+  assert len(notes) == 2 and 'FID' in notes[1] and 'absent.h5' in notes[1] and '--fid-weights' in notes[1]
+  doc = json.loads((tmp_path / 'report' / 'summary.json').read_text())
+  assert doc['protocol'] == 'published' and doc['strength'] == 1.0 and len(doc['set_metrics']['notes']) == 2
+  assert 'Published protocol' in (tmp_path / 'report' / 'report.html').read_text()
+
+
+@pytest.mark.shared
+def test_the_classifier_test_on_imagenet_photos(shared_imagenet, mobilenet_weights):
+  photos = sorted(shared_imagenet.iterdir())[::50][:20]
+  sets = evaluate.published.SetMeasures(classifier_weights=str(mobilenet_weights), fid_weights='none')
+  result = evaluate.evaluate(sm.colorizer(), [str(p) for p in photos], progress=False, sample=0,
+                             protocol='published', sets=sets)
+  top1 = result.set_summary['top1']
+  assert top1['photos'] == len(result.rows) >= 18
+  # the truth is named far better than its grey copy by a real ImageNet classifier (87.8 % top-1 on the sample)
+  assert top1['truth'] >= 60 and top1['truth'] > top1['grey_baseline'], top1

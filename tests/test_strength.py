@@ -1,4 +1,4 @@
-"""The colour-strength control of an export: 0 palest, 0.5 exactly as exported, 1 most vivid, per image."""
+"""The colour-strength control of an export: 0 palest, 0.5 the distribution as trained, 1 most vivid, per image."""
 import numpy as np
 import tensorflow as tf
 

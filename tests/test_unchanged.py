@@ -107,9 +107,12 @@ def _deterministic_checkpoint(job_dir):
 def test_export_outputs_are_unchanged(records, tmp_path, name):
   model, loss = name.split('-')
   job = tmp_path / 'job'
+  # At colour strength 0.5, the default when these bytes were pinned: the distribution as trained. The default is
+  # now 0.25 (chosen on the measured front, BENCHMARKS.md); an export's default-strength bytes equal its
+  # colorize_strength signature's at that strength (tests/test_strength.py), so these pin the decoding too.
   task.train(config.Config(data=records, job_dir=str(job), model=model, loss=loss, epochs=1, steps_per_epoch=1,
                            batch_size=2, width=0.25, strategy='one_device', val_images=0, sample_images=0,
-                           export=False))
+                           export=False, strength=0.5))
   _deterministic_checkpoint(str(job))
   loaded = tf.saved_model.load(export.export(str(job)))
   images = tf.constant(_photos())
