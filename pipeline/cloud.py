@@ -10,12 +10,6 @@ import os
 READ_ROLE = 'roles/storage.objectViewer'
 WRITE_ROLE = 'roles/storage.objectAdmin'
 
-# gcsfs and fsspec log INFO lines a user cannot act on ("AdaptiveReadaheadCache enabled ..." from fsspec.caching
-# for every gs:// file opened, "gcsfs experimental features enabled ..." at import); absl's handler shows INFO, so
-# they reached the terminal of every entry point. Every absl entry point imports this module (directly, or
-# through pipeline.embedder), so this is the one place; their warnings and errors still show.
-for _name in ('gcsfs', 'fsspec'):
-  logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 class PathError(ValueError):

@@ -48,6 +48,24 @@ def grey_rgb(l):
   return lab_to_rgb(tf.stack([l, tf.zeros_like(l), tf.zeros_like(l)], axis=-1))[..., 0]
 
 
+# TensorFlow's CPU kernels (Eigen) compute an element-wise op in SIMD packets, and a tensor's last (size mod
+# packet size) values one at a time; the vectorised pow differs from the scalar one in the last bit, which Lab's
+# differences (500 (fx - fy)) raise to hundreds of ulps. A colour's Lab then depended on its place in the tensor
+# and on the tensor's size: a hint's colour changed with the photos and hints that shared its batch.
+_WHOLE_PACKETS = 16   # colours: 48 float32 values, whole packets of 16 (AVX-512), 8 (AVX2) or 4 (SSE) values
+
+
+def each_colour(convert, colours):
+  """convert (rgb_to_lab or lab_to_rgb) of colours [..., 3], each colour's result depending on that colour alone,
+  not on the other colours in the tensor or their number: padded to whole packets, every value is computed by
+  the same (vectorised) code."""
+  colours = tf.cast(colours, tf.float32)
+  rows = tf.reshape(colours, [-1, 3])
+  count = tf.shape(rows)[0]
+  padded = tf.pad(rows, [[0, -count % _WHOLE_PACKETS], [0, 0]])
+  return tf.reshape(convert(padded)[:count], tf.shape(colours))
+
+
 # ---------------------------------------------------------------- the same conversions on 8-bit sRGB, fast
 # Serving converts whole photos (30 megapixels and more) at their own resolution. There the input is 8-bit and
 # the output is rounded to 8 bits, so the sRGB transfer curve, applied per channel, becomes a table of 256

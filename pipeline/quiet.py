@@ -4,6 +4,7 @@ TensorFlow's C++ runtime prints oneDNN and CUDA notices to stderr at import, bef
 initialised, so TF_CPP_MIN_LOG_LEVEL cannot silence them. Entry points call `tensorflow()` before anything
 else imports TF: stderr is captured around the import and device discovery and every line that is not a known notice is passed on.
 """
+import logging
 import os
 import re
 import sys
@@ -13,6 +14,12 @@ _NOTICES = re.compile(
     r'All log messages before absl::InitializeLog|oneDNN custom operations are on|Could not find cuda drivers'
     r'|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler flags'
     r'|Unable to register cu(DNN|FFT|BLAS) factory|computation_placer\.cc|TF-TRT Warning|cpu_feature_guard|failed call to cuInit')
+
+# gcsfs and fsspec log INFO lines a user cannot act on ("AdaptiveReadaheadCache enabled ..." from fsspec.caching
+# for every gs:// file opened, "gcsfs experimental features enabled ..." at import); absl's handler shows INFO, so
+# they would reach the terminal. Every entry point imports this module; their warnings and errors still show.
+for _name in ('gcsfs', 'fsspec'):
+  logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def tensorflow():

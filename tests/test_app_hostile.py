@@ -4,6 +4,7 @@ Each case of issue 14 once, with short time limits so that the whole file stays 
 measures the same cases at full size. The server must answer every well-formed request or say 503, never hang,
 and keep answering /healthz.
 """
+import gc
 import os
 import signal
 import socket
@@ -166,7 +167,11 @@ def test_a_model_call_past_the_request_timeout_is_503_and_frees_its_slot(photo, 
     assert answer.seconds < 1.5
     busy = hostile.post(address, '/v1/colorize', photo, timeout=10)   # the slot is still held by the model call
     assert busy.status == 503 and 'busy' in busy.json()['error']
-    time.sleep(1.5)
+    # The slot comes back when the model call ends: 1.5 s of sleep, then the model (longer on a loaded machine).
+    deadline = time.monotonic() + 60
+    while hostile.get(address, '/healthz').json()['pending'] and time.monotonic() < deadline:
+      time.sleep(0.1)
+    assert hostile.get(address, '/healthz').json()['pending'] == 0
     monkeypatch.undo()
     assert hostile.post(address, '/v1/colorize', photo, timeout=30).status == 200
 
@@ -182,14 +187,24 @@ def test_a_batch_with_too_few_results_fails_its_requests_instead_of_hanging():
 
 # ---------------------------------------------------------------- load
 
+def test_a_full_garbage_collection_while_serving_walks_only_what_serving_allocated(server):
+  """A full collection stops every thread, the event loop too, while it walks the tracked objects: ~1M in a test
+  process (TensorFlow, the models), 1.6-2.6 s on a loaded machine, which /healthz waited out when it came during
+  the load below. The objects alive when the server started are frozen out of it."""
+  assert gc.get_freeze_count() > 5 * len(gc.get_objects())
+
+
 def test_64_concurrent_clients_are_all_answered_with_rss_bounded(server, photo):
   rss_before = psutil.Process().memory_info().rss
   report = hostile.load(server, [photo, sm.png(sm.grey_photo(200, 150))], clients=64, seconds=4)
-  assert set(report.statuses) <= {200, 503}, report.statuses
-  assert report.statuses.get(200, 0) >= 8
-  assert report.health_failures == 0 and report.health_worst < 2.0
+  seen = (f'{report.statuses}, /healthz worst {report.health_worst:.2f} s, {report.health_failures} failed, '
+          f'load {os.getloadavg()[0]:.1f}')
+  assert set(report.statuses) <= {200, 503}, seen
+  assert report.statuses.get(200, 0) >= 8, seen
+  assert report.health_failures == 0 and report.health_worst < 2.0, seen
   # The pending limit (8) bounds what the server holds; the bound here is loose: it is a shared test process.
-  assert psutil.Process().memory_info().rss - rss_before < 1.5 * 2 ** 30
+  grown = psutil.Process().memory_info().rss - rss_before
+  assert grown < 1.5 * 2 ** 30, f'RSS grew {grown / 2 ** 20:.0f} MiB; {seen}'
 
 
 # ---------------------------------------------------------------- the program: OpenAPI, SIGTERM

@@ -37,6 +37,18 @@ def test_grey_rgb_is_the_grey_of_l():
   np.testing.assert_allclose(skimage.color.rgb2lab(np.repeat(grey[:, None], 3, -1)[None])[0][:, 0], l, atol=0.05)
 
 
+def test_each_colours_conversion_is_the_same_wherever_it_sits_and_however_many_are_converted():
+  rng = np.random.default_rng(0)
+  rgb = rng.integers(0, 256, (40, 3)).astype(np.float32) / 255.0
+  lab = colour.rgb_to_lab(rgb).numpy()
+  for convert, colours in ((colour.rgb_to_lab, rgb), (colour.lab_to_rgb, lab)):
+    alone = np.concatenate([colour.each_colour(convert, c[None]).numpy() for c in colours])
+    for n in (3, 9, 17, 40):
+      np.testing.assert_array_equal(colour.each_colour(convert, colours[:n]).numpy(), alone[:n])
+      np.testing.assert_array_equal(colour.each_colour(convert, colours[-n:][::-1][None]).numpy()[0],
+                                    alone[-n:][::-1])
+
+
 def test_gradients_are_finite_everywhere():
   import tensorflow as tf
   rgb = tf.constant(_cube(9), tf.float32)

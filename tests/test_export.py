@@ -213,7 +213,7 @@ def test_a_job_dir_with_a_flat_run_json_of_before_still_exports_and_resumes(reco
 def test_help_lists_every_flag():
   out = subprocess.run([sys.executable, '-m', 'trainer.export', '--help'], cwd=REPO, capture_output=True, text=True,
                        timeout=120).stdout
-  assert set(re.findall(r'^  --([\w-]+):', out, re.M)) == {'job-dir', 'checkpoint', 'temperature'}, out
+  assert set(re.findall(r'^  --([\w-]+):', out, re.M)) == {'job-dir', 'checkpoint', 'temperature', 'strength'}, out
 
 
 def test_export_refuses_embedder_weights_that_changed(tmp_path):

@@ -28,7 +28,7 @@ TIMEOUT = 240
 # What a clean stderr may still hold: tqdm's progress bars (the stage-specific lines are passed to _clean).
 PROGRESS = re.compile(r'^(colouring|evaluating|epoch \d+/\d+):? .*\|')
 # The trainer's own absl lines (its progress, and its loud warning that the records had a random embedder).
-TRAINER_LOG = r'^[IW]\d{4} [\d:.]+\s+\d+ (task|data|export)\.py:\d+\] '
+TRAINER_LOG = r'^[IW]\d{4} [\d:.]+\s+\d+ (task|data|export|encoder|loop)\.py:\d+\] '
 # TensorFlow's C++ runtime, when the trainer parses the float16 embeddings; not a gs:// matter (local runs too).
 ONEDNN_HALF = r'^E0000 .*\] oneDNN supports DT_HALF only on platforms with AVX-512\. Falling back'
 

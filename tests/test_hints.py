@@ -202,6 +202,20 @@ def test_padding_points_and_an_empty_list_are_the_automatic_result(pattern):
   assert padded == automatic
 
 
+def test_a_photos_hint_map_is_the_same_alone_as_in_a_batch_with_more_photos_and_hints():
+  """The server puts concurrent users' photos in one model call, their hints padded to the longest list. A
+  photo's hint map must be the one it has alone: its colours converted in a tensor of another size differed in
+  the last bits (which moved pixels of the coloured photo)."""
+  rng = np.random.default_rng(0)
+  per_photo = [[serving_hints.Hint(*rng.uniform(0, 1, 2), tuple(int(c) for c in rng.integers(0, 256, 3)), 0.05)
+                for _ in range(count)] for count in (1, 2, 5, 9)]
+  boxes = tf.constant([[0, 0, SIZE, SIZE]] * len(per_photo))
+  together = hints.from_user(SIZE, boxes, *serving_hints.arrays(per_photo)).numpy()
+  for i, own in enumerate(per_photo):
+    alone = hints.from_user(SIZE, boxes[:1], *serving_hints.arrays([own])).numpy()
+    np.testing.assert_array_equal(alone[0], together[i])
+
+
 def test_the_export_spreads_a_hint_over_the_surface_it_is_on():
   """A trained (two-step) export: a blue hint on the dark half of a photo turns that half blue well away from
   the hint (the network alone, two steps in, colours only the hint's square); the light half keeps the

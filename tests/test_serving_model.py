@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import corpus
 import serving_model as sm
-from serving import batching, errors, exported, inputs
+from serving import batching, errors, exported, inputs, user_hints
 
 
 @pytest.fixture(scope='module')
@@ -64,6 +64,35 @@ def test_batch_equals_the_signature_and_isolates_a_bad_image(colorizer):
   assert isinstance(results[1], errors.BadInput) and 'cannot decode' in str(results[1])
   for got, want in zip([results[0], results[2]], direct):
     np.testing.assert_allclose(sm.decoded(got), sm.decoded(want), atol=2)   # batch of 1 vs 2: float noise
+
+
+def test_a_photo_gets_the_same_bytes_whichever_photos_share_its_model_call(colorizer):
+  """The server batches concurrent requests, so a user's photo shares a model call with other users' photos and
+  hints. Its result must be the one it gets alone: hint colours converted in a tensor of another size (more
+  photos, more hints) differed in the last bits and moved pixels."""
+  rng = np.random.default_rng(0)
+  photos = [sm.jpeg(sm.grey_photo(240, 320)), sm.png(sm.grey_photo(200, 150)), sm.jpeg(sm.grey_photo(150, 350))]
+  hints = [[user_hints.Hint(float(rng.random()), float(rng.random()), tuple(int(c) for c in rng.integers(0, 256, 3)),
+                           float(rng.choice([0.0, 0.02, 0.1]))) for _ in range(count)] for count in (3, 7, 12)]
+  for per_photo in (hints, None):   # with hints (padded to the longest list), and the automatic colouring
+    together = colorizer.colorize(photos, 'png', per_photo)
+    alone = [colorizer.colorize([photo], 'png', per_photo and [per_photo[i]])[0] for i, photo in enumerate(photos)]
+    assert together == alone
+  # suggest_colours too, asked at each hint (padded to the longest list), where its colour enters the model's
+  # distribution.
+  at = np.full([len(photos), len(hints[-1]), 2], 0.5, np.float32)
+  for i, own in enumerate(hints):
+    at[i, :len(own)] = [(h.x, h.y) for h in own]
+
+  def suggest(index, points):
+    arrays = user_hints.arrays([hints[i] for i in index])
+    return colorizer('suggest_colours', image_bytes=tf.constant([photos[i] for i in index]),
+                     **dict(zip(('points', 'colours', 'radius'), map(tf.constant, arrays))), at=tf.constant(points))
+  together = suggest(range(len(photos)), at)
+  for i, own in enumerate(hints):
+    alone = suggest([i], at[i:i + 1, :len(own)])
+    for name in ('colours', 'probabilities'):
+      np.testing.assert_array_equal(alone[name][0], together[name][i, :len(own)])
 
 
 def test_plain_grey_jpeg_passes_through_untouched():

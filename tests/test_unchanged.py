@@ -34,7 +34,7 @@ EXPORTS = {
         'suggest_colours': '1b394db8d108b13dfc0b84d4e73738fd4adc90bcee6226f6d67ce36739cdda47',
     },
     'fusion-mse': {
-        'colorize_hints_png': '1588357b4bfaff921f7bed0ee730d309e7cd2d9e635f95dc84fc94bf43b2242b',
+        'colorize_hints_png': 'edfb8bad390dad6af3cf991489101ba1dbda25da86ce1de325ea52483351cad5',
         'colorize_png': '36b657cb1768d9c7e557dbf6c071236931dbe8346fdf868a578ebb34835bed70',
         'raw': '544c7da9b86eaa356ca017532f2bf6830fcab3bdcbb533057373a2a077d2296a',
         'serving_default': 'c3d8b10b625d6e3c28bd1652ea5e8997784387409d69d74c9ccc6e0ec10d156d',

@@ -285,7 +285,7 @@ def save(module, info, final, staged=True):
   TF Serving watches the export base and loads each new numbered directory. The version is written under a
   name it ignores (.tmp-N) and then published: on a local file system by one rename (atomic); on gs:// and other
   object stores, where a directory rename is a copy per object in no set order, by copying every file and
-  saved_model.pb last, since a loader (TF Serving, serving.model) takes a version only once its saved_model.pb
+  saved_model.pb last, since a loader (TF Serving, serving.exported) takes a version only once its saved_model.pb
   is there. A failed export removes what it wrote. staged=False writes straight into `final` ($AIP_MODEL_DIR,
   which Vertex AI reads only after the job has ended).
   """

@@ -130,7 +130,7 @@ def from_user(image_size, boxes, points, colours, radius):
   long_side = tf.cast(tf.reduce_max(boxes[:, 2:], axis=1), tf.float32)[:, None]
   radius = tf.clip_by_value(tf.where(radius > 0.0, radius, DEFAULT_RADIUS), 0.0, MAX_RADIUS)
   half = tf.cast(tf.round(radius * long_side), tf.int32)
-  ab = colour.rgb_to_lab(tf.clip_by_value(colours, 0.0, 255.0) / 255.0)[..., 1:]
+  ab = colour.each_colour(colour.rgb_to_lab, tf.clip_by_value(colours, 0.0, 255.0) / 255.0)[..., 1:]
   return paint(image_size, yx, half, ab, valid)
 
 
@@ -161,5 +161,5 @@ def suggestions(logits, l_canvas, yx, count=6, spread=25.0):
   ab = tf.gather(tf.constant(centres), tf.gather(tf.stack(chosen, -1), order, batch_dims=2))   # [N, M, count, 2]
   l = tf.gather_nd(l_canvas[..., 0], tf.stack([b, yx[..., 0], yx[..., 1]], -1))
   lab = tf.concat([tf.broadcast_to(l[..., None, None], tf.shape(ab[..., :1])), ab], -1)
-  rgb = tf.cast(tf.round(colour.lab_to_rgb(lab) * 255.0), tf.uint8)
+  rgb = tf.cast(tf.round(colour.each_colour(colour.lab_to_rgb, lab) * 255.0), tf.uint8)
   return rgb, shares
