@@ -2,16 +2,22 @@ r"""Colour a collection with Apache Beam (locally, or on Dataflow): the exported
 globs or gs:// prefixes, at the scale of an archive.
 
   python -m serving.batch --model EXPORT_DIR --input PATH|GLOB|gs://... [--input ...] --output DIR \
-      [--format jpeg|png] [--hint X,Y,#RRGGBB[,RADIUS] ...] [--hints-file HINTS.json] [--batch-size 8] \
-      [--unit-size 256] [--max-pixels N] [--runner DirectRunner|DataflowRunner] [any Beam / Dataflow option]
+      [--format jpeg|png] [--strength S] [--hint X,Y,#RRGGBB[,RADIUS] ...] [--hints-file HINTS.json] \
+      [--batch-size 8] [--unit-size 256] [--max-pixels N] [--runner DirectRunner|DataflowRunner] \
+      [any Beam / Dataflow option]
 
 Writes each input's colour image under DIR with the input's path below its --input folder and the format's
 extension (as `python -m serving.colorize` names it, with the same bytes), failures.jsonl (one line per input
 that has no image: path, reason, detail; reasons as the preprocessing job's: empty_file, not_an_image,
 corrupt_image, too_many_pixels, unreadable, ..., and unsafe_name, name_collision, model_refused, model_failed,
-out_of_memory, unwritable) and summary.json last (counts, failures by reason, the model, the job's command).
---input is read as pipeline.preprocess reads it (a folder recursively for image files; a glob or a file as
-given); the hints are the CLI's (--hint for every input, --hints-file for every input or per file name).
+out_of_memory, unwritable) and summary.json last (counts, failures by reason, the model, the strength, the job's
+command). --input is read as pipeline.preprocess reads it (a folder recursively for image files; a glob or a
+file as given); the hints are the CLI's (--hint for every input, --hints-file for every input or per file name).
+
+Flags it does not define go to Beam's PipelineOptions unchanged. Without --runner it runs here on DirectRunner
+(--direct_num_workers N --direct_running_mode multi_processing: N worker processes, each loading the model once);
+with --runner DataflowRunner --project P --region R --temp_location gs://... it runs on Dataflow, this package
+installed on the workers from its setup.py (added for you), --input, --model and --output then gs:// paths.
 
 The scale contract is the preprocessing job's (README.md, Preprocessing): work units of about --unit-size inputs,
 memory flat in the number of inputs, a killed job finished by the same command (it redoes at most the units in
@@ -48,6 +54,10 @@ class Config:
   output: Optional[str] = cli.flag(None, 'Directory (local or gs://) for the colour images, failures.jsonl and '
                                    'summary.json.', required=True)
   format: str = config.bytes_flag('jpeg', 'Output format.', choices=list(colorize.EXTENSIONS))
+  strength: Optional[float] = config.bytes_flag(
+      None, 'Colour strength for every input: 0 palest (most accurate) to 1 most vivid, through the export\'s '
+      'colorize_strength signatures (classification models). Default: the export\'s own strength (the bytes of '
+      'python -m serving.colorize).', lower=0.0, upper=1.0)
   hint: list = cli.flag([], 'X,Y,#RRGGBB[,RADIUS]: this colour at this point of every input (as serving.colorize '
                         '--hint). Repeatable. Models trained with --hints.')
   hints_file: Optional[str] = cli.flag(None, 'JSON hints: a list for every input, or {file name or path below its '
@@ -69,9 +79,9 @@ def parse(argv):
   return cfg, rest[1:]
 
 
-def _model(model_dir, fmt, with_hints):
+def _model(model_dir, fmt, with_hints, strength):
   """(version directory, sha256 of its graph and variable index) of an export, read without loading it; the
-  signatures the job will call must be there."""
+  signature the job will call must be there."""
   from tensorflow.core.protobuf import saved_model_pb2
   try:
     path, _ = exported.find_version(model_dir)
@@ -87,10 +97,17 @@ def _model(model_dir, fmt, with_hints):
   except tf.errors.OpError as e:
     raise cloud.PathError('--model ' + cloud.explain(model_dir, e)) from None
   signatures = set(saved_model_pb2.SavedModel.FromString(graph).meta_graphs[0].signature_def)
-  needed = (exported.HINT_FORMATS if with_hints else exported.FORMATS)[fmt]
+  needed = exported.COLOURING[with_hints, strength is not None][fmt]
   if needed not in signatures:
-    why = ('was trained without hints, so it cannot follow --hint or --hints-file: train with python -m '
-           'trainer.task --hints, or leave the hints out') if with_hints else 'lacks it: re-export it'
+    if with_hints and exported.HINT_FORMATS[fmt] not in signatures:
+      why = ('was trained without hints, so it cannot follow --hint or --hints-file: train with python -m '
+             'trainer.task --hints, or leave the hints out')
+    elif strength is not None:
+      why = ('has no colour-strength control (an mse model has none; a classification model exported before it '
+             'existed: re-export it with python -m trainer.export --job-dir JOB_DIR), so it cannot follow '
+             '--strength: leave --strength out')
+    else:
+      why = 'lacks it: re-export it with python -m trainer.export --job-dir JOB_DIR'
     raise app.UsageError(f'--model {path} has no signature {needed}: it {why}')
   return path, hashlib.sha256(hashlib.sha256(graph).digest() + hashlib.sha256(weights).digest()).hexdigest()
 
@@ -136,7 +153,7 @@ def resolve(cfg):
   _check_output(cfg)
   launch.check_paths(cfg.inputs, cfg.output, [cfg.model, cfg.hints_file])
   hints = _hints(cfg)
-  path, sha = _model(cfg.model, cfg.format, hints is not None)
+  path, sha = _model(cfg.model, cfg.format, hints is not None, cfg.strength)
   return dataclasses.replace(cfg, hints=hints, model_path=path, model_sha256=sha)
 
 
@@ -150,6 +167,7 @@ def _stray(output):
 def info(cfg):
   """What summary.json says besides the counts: the model, the format, the inputs."""
   return {'model': {'path': cfg.model_path, 'sha256': cfg.model_sha256}, 'format': cfg.format,
+          'strength': cfg.strength,
           'extension': colorize.EXTENSIONS[cfg.format], 'inputs': cfg.inputs}
 
 

@@ -4,7 +4,8 @@ Beam's own TensorFlow handler cannot load Keras 3 models (pipeline/embed_handler
 not a Keras model anyway but a SavedModel whose signatures take encoded images. So this handler loads it with the
 one loader every front end uses, serving.exported.Colorizer, once per worker (RunInference shares it across the
 worker's threads), and calls it as the CLI does (Colorizer.colorize: serving_default or colorize_png, the hints
-signatures when there are hints; a failing batch retried image by image): the job's bytes are the CLI's.
+signatures when there are hints, the *_strength ones for --strength; a failing batch retried image by image): the
+job's bytes are the CLI's.
 """
 from typing import Any, Iterable, Optional, Sequence
 
@@ -21,9 +22,9 @@ class ColorizerHandler(ModelHandler[tuple, PredictionResult, Any]):
   images share a model call is the same on every run and every runner; RunInference passes them on one at a time.
   """
 
-  def __init__(self, model_path, fmt):
+  def __init__(self, model_path, fmt, strength=None):
     super().__init__(min_batch_size=1, max_batch_size=1)
-    self._model_path, self._fmt = model_path, fmt
+    self._model_path, self._fmt, self._strength = model_path, fmt, strength
 
   def load_model(self):
     from pipeline import quiet
@@ -37,7 +38,7 @@ class ColorizerHandler(ModelHandler[tuple, PredictionResult, Any]):
     results = []
     for images, hints in batch:
       try:
-        inference = model.colorize(list(images), self._fmt, hints)
+        inference = model.colorize(list(images), self._fmt, hints, self._strength)
       except Exception as e:  # the unit must still account for every input: each becomes a failure line
         inference = [errors.ModelFailed(f'the model failed on its batch: {type(e).__name__}: {e}'[:500])] * len(
             images)

@@ -215,7 +215,7 @@ def build(pipeline, cfg, info, record):
                          functools.partial(shards.num_units, num_shards=1, unit_size=cfg.unit_size),
                          functools.partial(batch_names.unit_key, extension), batch_names.source)
   todo = units | 'SkipCommitted' >> beam.ParDo(units_.SkipCommitted(out)).with_outputs('done', main='todo')
-  handler = KeyedModelHandler(ColorizerHandler(cfg.model_path, cfg.format))
+  handler = KeyedModelHandler(ColorizerHandler(cfg.model_path, cfg.format, cfg.strength))
   committed = (todo.todo
                | 'Prepare' >> beam.ParDo(PrepareBatches(extension, cfg.max_pixels, cfg.batch_size, cfg.hints))
                | 'Colorize' >> RunInference(handler)

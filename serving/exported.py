@@ -4,8 +4,10 @@ The export (trainer/export.py) is a TF Serving model base: EXPORT_DIR/<version>/
   serving_default  image_bytes tf.string [N] (any size, any common format) -> image_bytes: JPEG, same size
   colorize_png     the same with PNG output
   raw              l float32 [N, S, S, 1] (L canvas) -> ab [N, S, S, 2], embedding
-(+ colorize_hints, colorize_hints_png and suggest_colours when the model has them: see trainer/export.py)
-and assets.extra/colorizer.json describing the model. All image work (decode, letterbox, embed, predict,
+(+ colorize_hints, colorize_hints_png and suggest_colours when the model has them, and for classification models
+exported since the colour-strength control exists colorize_strength(_png) and colorize_hints_strength(_png): the
+same with a strength [N], 0 palest to 1 most vivid; see trainer/export.py) and assets.extra/colorizer.json
+describing the model (its default strength: colour_strength). All image work (decode, letterbox, embed, predict,
 un-letterbox, upsample, join with the full-resolution L, encode) happens inside the graph, so the CLI, the web
 page, the REST API, evaluation and TF Serving itself all produce the same bytes.
 
@@ -25,6 +27,11 @@ SIGNATURES = ('serving_default', 'colorize_png', 'raw')
 OPTIONAL_SIGNATURES = ('colorize_hints', 'colorize_hints_png', 'suggest_colours')   # --hints, classification
 FORMATS = {'jpeg': 'serving_default', 'png': 'colorize_png'}
 HINT_FORMATS = {'jpeg': 'colorize_hints', 'png': 'colorize_hints_png'}
+STRENGTH_FORMATS = {'jpeg': 'colorize_strength', 'png': 'colorize_strength_png'}
+HINT_STRENGTH_FORMATS = {'jpeg': 'colorize_hints_strength', 'png': 'colorize_hints_strength_png'}
+# Every colouring signature by (takes hints, takes a strength).
+COLOURING = {(False, False): FORMATS, (True, False): HINT_FORMATS, (False, True): STRENGTH_FORMATS,
+             (True, True): HINT_STRENGTH_FORMATS}
 
 
 class ModelError(RuntimeError):
@@ -126,29 +133,36 @@ class Colorizer:
     except (tf.errors.OpError, MemoryError, ValueError, TypeError) as e:
       raise failure(e) from None
 
-  def colorize(self, images, fmt='jpeg', hints=None):
+  def colorize(self, images, fmt='jpeg', hints=None, strength=None):
     """Encoded images -> per image the encoded colour image (bytes) or an errors.ServingError, in order.
 
     hints: per image a list of user_hints.Hint (or None: automatic for all); images whose list is empty are
-    coloured automatically. One graph call for the whole batch; if it fails (a file that passed the header check
-    but does not decode, or a batch too large for memory), each image is retried alone so that one bad file costs
-    only itself.
+    coloured automatically. strength: None (the export's default, through the signatures without a strength:
+    the bytes of before), or a colour strength 0..1 for every image (the *_strength signatures). One graph call
+    for the whole batch; if it fails (a file that passed the header check but does not decode, or a batch too
+    large for memory), each image is retried alone so that one bad file costs only itself.
     """
     if not images:
       return []
-    if hints is not None and any(hints):
+    hinted = hints is not None and any(hints)
+    inputs = {}
+    if hinted:
       self._need('colorize_hints', 'was trained without hints: train it with python -m trainer.task --hints')
-      name = HINT_FORMATS[fmt]
       points, colours, radius = user_hints.arrays(hints)
-      inputs = dict(points=points, colours=colours, radius=radius)
+      inputs.update(points=points, colours=colours, radius=radius)
     else:
-      name, inputs, hints = FORMATS[fmt], {}, [[]] * len(images)
+      hints = [[]] * len(images)
+    name = COLOURING[hinted, strength is not None][fmt]
+    if strength is not None:
+      self._need(name, 'has no colour-strength control (a classification model exported before it existed: '
+                 're-export it with python -m trainer.export; an mse model has none)')
+      inputs['strength'] = np.full(len(images), strength, np.float32)
     try:
       return list(self.run(name, image_bytes=list(images), **inputs)['image_bytes'])
     except errors.ServingError as e:
       if len(images) == 1:
         return [e]
-    return [result for image, h in zip(images, hints) for result in self.colorize([image], fmt, [h])]
+    return [result for image, h in zip(images, hints) for result in self.colorize([image], fmt, [h], strength)]
 
   def suggest(self, image, at, hints=()):
     """The likeliest distinct colours at points `at` [(x, y), ...] of one encoded image, given its hints:

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from absl import app
 from PIL import Image
 
 import jobs
@@ -126,6 +127,27 @@ def test_png_output_equals_the_clis_and_a_finished_job_is_not_run_again(inputs, 
   assert {k: v for k, v in _files(tmp_path / 'png').items() if k.endswith('.png')} == _files(tmp_path / 'cli')
   again = batch.run(argv)
   assert again['state'] == 'complete' and again['units_skipped'] == again['units'] and again['written'] == 4
+
+
+def test_strength_gives_the_strength_signatures_bytes_and_a_model_without_it_is_refused(clean, inputs, tmp_path):
+  reference, _ = clean
+  src, _ = inputs
+  argv = ['prog', '--input', str(src / 'sub'), '--strength', '0.9'] + FLAGS
+  summary = batch.run(argv + ['--model', serving_model.export_dir(), '--output', str(tmp_path / 'vivid')])
+  assert summary['written'] == 4 and summary['failed'] == {}
+  colorizer = serving_model.colorizer()
+  for name in ['q0.jpg', 'q1.png', 'deeper/r0.jpg', 'deeper/r1.png']:
+    data = (src / 'sub' / name).read_bytes()
+    jpg = os.path.splitext(name)[0] + '.jpg'
+    assert (tmp_path / 'vivid' / jpg).read_bytes() == colorizer.colorize([data], 'jpeg', strength=0.9)[0], name
+    assert (tmp_path / 'vivid' / jpg).read_bytes() != (reference / 'sub' / jpg).read_bytes()   # not the default
+  assert json.loads((tmp_path / 'vivid' / batch_job.SUMMARY_FILE).read_text())['strength'] == 0.9
+
+  serving_model.save_pattern(str(tmp_path / 'mse' / '1'))   # an mse export: no colour-strength signatures
+  with pytest.raises(app.UsageError, match=f'--model {tmp_path}/mse/1 has no signature colorize_strength: it has '
+                     'no colour-strength control'):
+    batch.run(argv + ['--model', str(tmp_path / 'mse'), '--output', str(tmp_path / 'refused')])
+  assert not (tmp_path / 'refused').exists()
 
 
 @pytest.mark.slow
