@@ -109,14 +109,14 @@ class PrepareUnit(beam.DoFn):
       return q, box, q[..., 0], schema.ab_histogram(schema.dequantize_lab(q), box)
 
     self._prepare = prepare
-    self._count, self._started, self._last_log = 0, time.time(), time.time()
+    self._progress = Progress('prepared')
 
   def process(self, unit_sources):
     unit, srcs = unit_sources
     records, canvases, failures, index = [], [], [], 0
     for src in srcs:
       self._read.inc()
-      self._progress()
+      self._progress.tick()
       prepared = self._one(src)
       if isinstance(prepared, dict):
         failures.append(prepared)
@@ -159,12 +159,22 @@ class PrepareUnit(beam.DoFn):
               'size': size, 'hist': hist, 'split': sources.split_of(src.relative_key, self._val_fraction)}
     return record, l_canvas
 
-  def _progress(self):
+
+class Progress:
+  """A worker's line every 30 s while it works ('prepared 1200 images on this worker (4.1 images/s)'): a job of
+  hours shows it is alive and how fast it goes before its summary."""
+
+  def __init__(self, verb, every=30.0):
+    self._verb, self._every = verb, every
+    self._count, self._started = 0, time.time()
+    self._last = self._started
+
+  def tick(self):
     self._count += 1
     now = time.time()
-    if now - self._last_log >= 30:
-      self._last_log = now
-      logging.info('prepared %d images on this worker (%.1f images/s)', self._count,
+    if now - self._last >= self._every:
+      self._last = now
+      logging.info('%s %d images on this worker (%.1f images/s)', self._verb, self._count,
                    self._count / (now - self._started))
 
 

@@ -136,6 +136,7 @@ class WriteImages(units_.UnitWriter):
 
   def setup(self):
     self._pool = futures.ThreadPoolExecutor(THREADS)
+    self._progress = units_.Progress('coloured')
 
   def teardown(self):
     self._pool.shutdown()
@@ -149,6 +150,7 @@ class WriteImages(units_.UnitWriter):
       if isinstance(outcome, Exception):
         unit.failures.append(self._model_failure(item, data, outcome))
         continue
+      self._progress.tick()
       unit.had_colour += item['colour']
       path = posixpath.join(self._output, item['name'])
       unit.writes.append((item, path, self._pool.submit(self._write, path, outcome)))
