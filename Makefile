@@ -51,7 +51,7 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q tests
 
-# The quality study (issues 6, 10; BENCHMARKS.md): needs ../shared beside the repo. The unet and fusion, each
+# The quality study (BENCHMARKS.md): needs ../shared beside the repo. The unet and fusion, each
 # 2500 steps on the ImageNet sample's train split and more-photos: about an hour on 2 cores.
 quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py --more-photos ../shared/data/more-photos --steps 2500 --epochs 5

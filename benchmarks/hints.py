@@ -1,4 +1,4 @@
-r"""Do hints steer the colour? A hint-trained unet against the same recipe without hints (issue 13).
+r"""Do hints steer the colour? A hint-trained unet against the same recipe without hints.
 
   .venv/bin/python benchmarks/hints.py [--work DIR] [--more-photos DIR ...] [--steps 2500] [--counts 0,1,2,5,10,20,50]
 

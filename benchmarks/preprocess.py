@@ -5,7 +5,7 @@ r"""Preprocessing benchmark: the Beam job against the bare embedder, on the same
 
 Prints: pipeline images/s (whole job, and without the one-off model load that RunInference reports), bare
 embedder images/s (same model, batch and precision, inputs already in memory; median of repeats), their ratio,
-record bytes against the source files' bytes, and the stored Lab's quantisation error. DESIGN.md's targets:
+record bytes against the source files' bytes, and the stored Lab's quantisation error. ARCHITECTURE.md's targets:
 ratio >= 0.9 for Inception-ResNet-v2 (>= 0.5 for MobileNetV2), bytes <= 1.0x, L error <= 0.2, ab <= 0.5.
 """
 import argparse

@@ -1,4 +1,4 @@
-r"""Does it colour well? The whole chain, several ways, measured on held-out ImageNet photos (issues 6, 10).
+r"""Does it colour well? The whole chain, several ways, measured on held-out ImageNet photos.
 
   .venv/bin/python benchmarks/quality.py [--images DIR] [--more-photos DIR ...] [--weights FILE] [--work DIR]
       [--image-size 128] [--width 0.5] [--steps 600] [--batch-size 16] [--trainer-args "--zoom 0.6 ..."]
@@ -163,7 +163,7 @@ def table(results):
 
 
 def targets(results):
-  """DESIGN.md's quality targets (issue 10), checked for every combination."""
+  """ARCHITECTURE.md's quality targets, checked for every combination."""
   grey = next(iter(results.values()))[0]['metrics']['grey_baseline']
   verdict = lambda ok: '**met**' if ok else '**missed**'
   lines = ['Targets (the product\'s default is unet-classification):', '',

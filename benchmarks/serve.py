@@ -7,7 +7,7 @@ For grey JPEGs of 256, 512, 1024, 2048x1536, 2048 and 4096 pixels a side it prin
   end to end   the `serving_default` signature on the JPEG bytes (decode, letterbox, Lab, the same networks,
                un-letterbox, upsample, join with the full-resolution L, sRGB, JPEG encode)
   REST         POST /v1/colorize to `python -m serving.app` on 127.0.0.1 (a separate process)
-and end to end / bare (targets: <= 1.15 at 512 px, <= 1.5 at 2048x1536; DESIGN.md). The two signatures are
+and end to end / bare (targets: <= 1.15 at 512 px, <= 1.5 at 2048x1536; ARCHITECTURE.md). The two signatures are
 timed alternately so that load from other processes hits both alike; the ratio is the median of the per-pair
 ratios. Then the memory one 30-megapixel photo takes (peak RSS of a fresh process, above its warmed-up level). Then the CLI's throughput on a folder, and the server's with
 concurrent clients (request batching). Without --model it first builds a model of the real architecture

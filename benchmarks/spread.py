@@ -1,4 +1,4 @@
-r"""How far does the hints' fixed spread alone colour a photo? (trainer/propagate.py, issue 13)
+r"""How far does the hints' fixed spread alone colour a photo? (trainer/propagate.py)
 
   .venv/bin/python benchmarks/spread.py [--images DIR] [--exclude DIR] [--limit N] [--hints 10] \
       [--sigma-xy 0.1 0.2 0.3] [--sigma-l 5 10 15] [--half 0.01 0.05 0.1]

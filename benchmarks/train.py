@@ -1,4 +1,4 @@
-r"""Does the input pipeline hide behind the training step? (DESIGN.md target: real >= 0.95 x synthetic.)
+r"""Does the input pipeline hide behind the training step? (ARCHITECTURE.md target: real >= 0.95 x synthetic.)
 
   python benchmarks/train.py [--data DIR] [--batch-size 8] [--steps 10] [--width 1.0] [--strategy auto]
       [--model fusion|beta] [--loss mse|classification] [--zoom 0.5] [--steps-per-loop 10] [--xla] [--input-only]

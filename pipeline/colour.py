@@ -1,7 +1,7 @@
 """sRGB (D65) <-> CIE Lab in TensorFlow ops: the project's one colour conversion.
 
 The Beam job, the trainer's metrics and the exported serving graph all call these two functions, so
-training and serving cannot drift apart. Constants follow `skimage.color` (the reference in DESIGN.md):
+training and serving cannot drift apart. Constants follow `skimage.color` (the reference in ARCHITECTURE.md):
 the sRGB->XYZ matrix, the D65 / 2 degree white point and the 0.008856 / 7.787 linear segment.
 """
 import sys

@@ -1,4 +1,4 @@
-"""The frozen ImageNet classifier that embeds the *greyscale* image (DESIGN.md, Preprocessing).
+"""The frozen ImageNet classifier that embeds the *greyscale* image (ARCHITECTURE.md, Preprocessing).
 
 `build()` returns a Keras model from the L channel of the letterboxed canvas (L in [0, 100]) to the
 classifier's 1000-way softmax; `pyramid()` the same classifier's convolutional trunk as a frozen feature pyramid

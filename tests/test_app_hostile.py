@@ -1,6 +1,6 @@
 """The server under hostile and heavy clients (tests/hostile.py), on a real uvicorn server on 127.0.0.1.
 
-Each case of issue 14 once, with short time limits so that the whole file stays quick; benchmarks/load.py
+Each hostile case once, with short time limits so that the whole file stays quick; benchmarks/load.py
 measures the same cases at full size. The server must answer every well-formed request or say 503, never hang,
 and keep answering /healthz.
 """

@@ -1,4 +1,4 @@
-"""Hint points (issue 13): sampled inside the photo after the augmentation, painted with the truth, taken by every
+"""Hint points: sampled inside the photo after the augmentation, painted with the truth, taken by every
 model, trained under each strategy and precision, exported, and followed where the user put them."""
 import json
 

@@ -1,6 +1,6 @@
 """The colorizer's metrics, defined once: the trainer's validation and `serving.evaluate` both call these.
 
-All metrics are of ONE image already cropped to its content box (DESIGN.md, Metrics):
+All metrics are of ONE image already cropped to its content box (ARCHITECTURE.md, Evaluation):
   psnr            PSNR of the 8-bit sRGB images (data range 255), capped at PSNR_CAP_DB for identical images
   ssim            SSIM of the 8-bit sRGB images: Gaussian window sigma 1.5 (11 taps), data range 255,
                   population covariance, mean over the channels (= skimage's structural_similarity with

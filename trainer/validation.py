@@ -1,4 +1,4 @@
-"""Validation at each epoch's end: the mean loss, DESIGN.md's metrics and sample montages for TensorBoard."""
+"""Validation at each epoch's end: the mean loss, ARCHITECTURE.md's metrics and sample montages for TensorBoard."""
 import tensorflow as tf
 
 from pipeline import colour
@@ -14,7 +14,7 @@ def montage(l, pred_ab, true_ab):
 
 
 def validate(trainer, dataset, ab_weights, cfg):
-  """Mean loss, DESIGN.md's metrics on each image's content box (trainer.metrics), and sample montages."""
+  """Mean loss, ARCHITECTURE.md's metrics on each image's content box (trainer.metrics), and sample montages."""
   results, loss_sum, samples = [], 0.0, []
   for batch in dataset:
     per_example, ab, x, y = trainer.predict(batch)
