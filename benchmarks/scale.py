@@ -97,17 +97,18 @@ class TreeSampler(threading.Thread):
       self.peak_kb = max(self.peak_kb, tree_rss_kb(self.pid))
 
 
-def run(work, root, n, args):
+def folder_inputs(root, n):
+  """--input flags for the first n inputs under root: the root itself when that is all of its folders."""
   folders = [os.path.join(root, f'd{i:03d}') for i in range((n + PER_FOLDER - 1) // PER_FOLDER)]
-  out = os.path.join(work, f'out-{args.tag}-{n}')
-  inputs = ['--input', root] if len(folders) == len(os.listdir(root)) else sum((['--input', f] for f in folders), [])
-  cmd = [sys.executable, '-m', 'pipeline.preprocess', *inputs, '--output', out, '--embedder', args.embedder,
-         '--embedder-weights', args.weights, '--image-size', str(args.image_size), '--num-shards',
-         str(args.num_shards)] + args.beam_args.split()
-  log = os.path.join(work, f'run-{args.tag}-{n}.log')
+  return ['--input', root] if len(folders) == len(os.listdir(root)) else sum((['--input', f] for f in folders), [])
+
+
+def measured(cmd, log, label, env=None):
+  """Run cmd from the repository under `/usr/bin/time -v` (output to `log`), its process tree sampled; exits on
+  a failure. Returns (seconds, peak RSS of the largest process in kB, of the tree in kB, CPU seconds)."""
   start = time.time()
   with open(log, 'w') as f:
-    proc = subprocess.Popen(['/usr/bin/time', '-v'] + cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(['/usr/bin/time', '-v'] + cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
     sampler = TreeSampler(proc.pid)
     sampler.start()
     proc.wait()
@@ -115,14 +116,30 @@ def run(work, root, n, args):
   seconds = time.time() - start
   text = open(log).read()
   if proc.returncode:
-    sys.exit(f'{n}: exit {proc.returncode}, see {log}')
+    sys.exit(f'{label}: exit {proc.returncode}, see {log}')
   rss_kb = int(re.search(r'Maximum resident set size \(kbytes\): (\d+)', text).group(1))
   # CPU seconds (all processes of the job): on a shared machine, images per CPU-second is the per-core rate.
   cpu = sum(float(re.search(rf'{kind} time \(seconds\): ([0-9.]+)', text).group(1)) for kind in ('User', 'System'))
+  return seconds, rss_kb, sampler.peak_kb, cpu
+
+
+def markdown_table(header, rows):
+  """Print a Markdown table (header cells, rows of cells), as BENCHMARKS.md takes it."""
+  print('| ' + ' | '.join(header) + ' |\n|' + '---|' * len(header))
+  for cells in rows:
+    print('| ' + ' | '.join(cells) + ' |')
+
+
+def run(work, root, n, args):
+  out = os.path.join(work, f'out-{args.tag}-{n}')
+  cmd = [sys.executable, '-m', 'pipeline.preprocess', *folder_inputs(root, n), '--output', out, '--embedder',
+         args.embedder, '--embedder-weights', args.weights, '--image-size', str(args.image_size), '--num-shards',
+         str(args.num_shards)] + args.beam_args.split()
+  seconds, rss_kb, tree_kb, cpu = measured(cmd, os.path.join(work, f'run-{args.tag}-{n}.log'), n)
   meta = json.load(open(os.path.join(out, 'metadata.json')))
   written = sum(meta['counts'].values())
   size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
-  row = {'n': n, 'peak_rss_gb': round(rss_kb / 2 ** 20, 3), 'peak_tree_rss_gb': round(sampler.peak_kb / 2 ** 20, 3),
+  row = {'n': n, 'peak_rss_gb': round(rss_kb / 2 ** 20, 3), 'peak_tree_rss_gb': round(tree_kb / 2 ** 20, 3),
          'images_per_s': round(written / seconds, 2),
          'bytes_written': size, 'seconds': round(seconds, 1), 'cpu_seconds': round(cpu, 1),
          'images_per_cpu_s': round(written / cpu, 2), 'written': written,
@@ -149,13 +166,11 @@ def main():
   if args.make_only:
     return
   rows = [run(args.work, root, n, args) for n in args.sizes]
-  print('| N | peak RSS, largest process (GiB) | all processes, sampled (GiB) | images/s | images per CPU-second | '
-        'bytes written | seconds |')
-  print('|---|---|---|---|---|---|---|')
-  for r in rows:
-    print(f'| {r["n"]:,} | {r["peak_rss_gb"]:.3f} | {r["peak_tree_rss_gb"]:.3f} | {r["images_per_s"]:.1f} | '
-          f'{r["images_per_cpu_s"]:.1f} | '
-          f'{r["bytes_written"] / 1e9:.2f} GB | {r["seconds"]:.0f} |')
+  markdown_table(['N', 'peak RSS, largest process (GiB)', 'all processes, sampled (GiB)', 'images/s',
+                  'images per CPU-second', 'bytes written', 'seconds'],
+                 [[f'{r["n"]:,}', f'{r["peak_rss_gb"]:.3f}', f'{r["peak_tree_rss_gb"]:.3f}',
+                   f'{r["images_per_s"]:.1f}', f'{r["images_per_cpu_s"]:.1f}', f'{r["bytes_written"] / 1e9:.2f} GB',
+                   f'{r["seconds"]:.0f}'] for r in rows])
 
 
 if __name__ == '__main__':

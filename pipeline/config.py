@@ -18,9 +18,12 @@ from pipeline import classifiers, cli, decode, resume, schema, sources
 OUTPUT_BYTES = 'output_bytes'   # field metadata: True, or 'fingerprint' (a long value: its digest stands for it)
 
 
-def _bytes(default, help, **kw):  # noqa: A002
-  """A flag that decides the output's bytes."""
+def bytes_flag(default, help, **kw):  # noqa: A002
+  """A flag that decides the output's bytes (command() holds it); serving/batch.py's config uses it too."""
   return cli.flag(default, help, **{OUTPUT_BYTES: True}, **kw)
+
+
+_bytes = bytes_flag
 
 
 @dataclasses.dataclass

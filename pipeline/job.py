@@ -5,6 +5,7 @@ The work units, their commit and the shard assembly are in pipeline/units.py (wh
 BUILD_NOTES.md, Preprocessing at scale). pipeline/preprocess.py is its command line. Classes live here, not in
 the module run as __main__, because workers (Dataflow, or local multi-processing) unpickle them by module name.
 """
+import functools
 import json
 import posixpath
 import zlib
@@ -26,17 +27,25 @@ PACK = 32
 
 class ListPattern(beam.DoFn):
   """A file pattern -> the path of every file it matches (one listing call per pattern); a chunk of paths that
-  sources.child_patterns listed (bytes) -> them."""
+  sources.child_patterns listed (bytes) -> them. Paths and patterns as Beam can carry them (sources.carried)."""
 
   def process(self, pattern):
     if isinstance(pattern, bytes):
       yield from sources.listed_paths(pattern)
     else:
-      yield from (m.path for m in FileSystems.match([pattern])[0].metadata_list)
+      yield from (sources.carried(m.path) for m in FileSystems.match([sources.uncarried(pattern)])[0].metadata_list)
 
 
-def _files(pipeline, inputs, name):
-  """PCollection of Source for files, from patterns (read lazily by the workers); `name` prefixes the labels.
+def labelled_source(path, root):
+  """The preprocessing job's Source of a listed path: its key relative to its input root, its ImageNet label."""
+  rel = posixpath.relpath(path, root) if root else path
+  synset, label = sources.label_of(path)
+  return sources.Source(path, rel, synset, label)
+
+
+def _files(pipeline, inputs, name, make_source=labelled_source):
+  """PCollection of Source for files, from patterns (read lazily by the workers); `name` prefixes the labels;
+  make_source(path, input root) -> Source.
 
   A folder is listed in parallel, one pattern per immediate child (ImageNet's train folder: 1,000 synset
   folders), so no worker lists 1.28 M objects alone; a glob or a single file is one listing.
@@ -44,11 +53,6 @@ def _files(pipeline, inputs, name):
   expanded = [sources.expand(i) for i in inputs]
   outputs = []
   for i, (pattern, root, images_only) in enumerate(expanded):
-    def to_source(path, root=root):
-      rel = posixpath.relpath(path, root) if root else path
-      synset, label = sources.label_of(path)
-      return sources.Source(path, rel, synset, label)
-
     if images_only:
       patterns = (pipeline | f'{name}Root{i}' >> beam.Create([root])
                   | f'{name}Children{i}' >> beam.FlatMap(sources.child_patterns)
@@ -59,7 +63,7 @@ def _files(pipeline, inputs, name):
                    | f'{name}Match{i}' >> beam.ParDo(ListPattern())
                    | f'{name}Images{i}' >> beam.Filter(
                        lambda path, keep_all: keep_all or sources.is_image_name(path), not images_only)
-                   | f'{name}Source{i}' >> beam.Map(to_source))
+                   | f'{name}Source{i}' >> beam.Map(make_source, root))
   return outputs | f'{name}AllFiles' >> beam.Flatten()
 
 
@@ -111,8 +115,11 @@ def _is_line(item):
   return item[:1] == b'['
 
 
-def _file_units(pipeline, cfg):
-  """(unit, [Source] sorted by key) for file inputs; only paths cross the group-by, packed per unit.
+def file_units(pipeline, inputs, output, num_units, unit_key, make_source=labelled_source):
+  """(unit, [Source] sorted by key) for file inputs; only paths cross the group-by, packed per unit. Any job on
+  the work-unit contract: num_units(count of inputs) -> units; unit_key(Source) -> the string whose hash is its
+  unit (the preprocessing job: the relative key; the colouring job: the output name, so that inputs whose
+  outputs would collide meet in one unit); make_source as _files'.
 
   The inputs are listed twice: once to count and check them, then again to put each in its unit (whose number
   depends on the count). Keeping the first listing for the second step would hold an element per input in the
@@ -120,18 +127,29 @@ def _file_units(pipeline, cfg):
   1.1-1.4 GiB at ImageNet's 1.28 M; now ~80 bytes in-process, benchmarks/units.py); listing again costs a
   directory scan (on gs://, one list request per 1,000 objects).
   """
-  digest = _files(pipeline, cfg.inputs, 'Count') | 'Digest' >> beam.CombineGlobally(_Digest())
+  digest = _files(pipeline, inputs, 'Count', make_source) | 'Digest' >> beam.CombineGlobally(_Digest())
   # One element: the listing is checked against the one a first run recorded before any unit runs.
   count = (pipeline | 'OnceInputs' >> beam.Create([None])
            | 'CheckInputs' >> beam.Map(lambda _, d, out: resume.check_inputs(out, d),
-                                       beam.pvalue.AsSingleton(digest), cfg.output))
+                                       beam.pvalue.AsSingleton(digest), output))
 
-  def assign(src, n, shards_, unit_size):
-    return shards.unit_of(src.relative_key, shards.num_units(n, shards_, unit_size)), src
+  def assign(src, n):
+    return shards.unit_of(unit_key(src), num_units(n)), src
 
-  return (_files(pipeline, cfg.inputs, 'Assign')
-          | 'AssignUnit' >> beam.Map(assign, beam.pvalue.AsSingleton(count), cfg.num_shards, cfg.unit_size)
+  return (_files(pipeline, inputs, 'Assign', make_source)
+          | 'AssignUnit' >> beam.Map(assign, beam.pvalue.AsSingleton(count))
           | 'GroupUnits' >> beam.CombinePerKey(_UnitSources()))
+
+
+def _relative_key(src):
+  return src.relative_key
+
+
+def _file_units(pipeline, cfg):
+  """The preprocessing job's units: about --unit-size inputs each, a multiple of --num-shards of them."""
+  return file_units(pipeline, cfg.inputs, cfg.output,
+                    functools.partial(shards.num_units, num_shards=cfg.num_shards, unit_size=cfg.unit_size),
+                    _relative_key)
 
 
 def tfds_slices(cfg):
@@ -181,7 +199,7 @@ def build(pipeline, cfg, info=None):
   shard_names = (pipeline | 'Shards' >> beam.Create(shard_list)
                  | 'SpreadShards' >> beam.Reshuffle()
                  | 'Assemble' >> beam.ParDo(units_.AssembleShard(out), beam.pvalue.AsList(written)))
-  totals = summaries | 'Totals' >> beam.CombineGlobally(units_.SumSummaries())
+  totals = summaries | 'Totals' >> beam.CombineGlobally(units_.SumSummaries(units_.PREPROCESS_ZERO))
   failures = summaries | 'FailureLines' >> beam.FlatMap(lambda s: s['failures'])
   _ = (pipeline
        | 'Once' >> beam.Create([None])

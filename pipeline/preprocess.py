@@ -12,10 +12,6 @@ command line; the Beam graph is in pipeline/job.py (a module of its own, so that
 an importable name rather than __main__).
 """
 import dataclasses
-import logging as std_logging
-import os
-import posixpath
-import re
 import sys
 import time
 
@@ -25,12 +21,9 @@ quiet.tensorflow()  # before Beam or Keras import it, so its start-up notices st
 
 import apache_beam as beam
 from absl import app, logging
-from apache_beam.io.filesystem import BeamIOError
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
-from pipeline import cli, cloud, config, embedder, job, resume, schema, sources
+from pipeline import cli, cloud, config, embedder, job, launch, resume, schema
+from pipeline.launch import pipeline_options as _pipeline_options  # noqa: F401  (tests build Dataflow options)
 
 
 def parse(argv):
@@ -41,67 +34,12 @@ def parse(argv):
 
 
 def _check_paths(cfg, info):
-  """Before any work starts: credentials when gs:// is used, inputs that match, an output and weights that can be
-  reached. A job that fails on these later does so inside Beam's workers, with a traceback and partial output."""
+  """Before any work starts (launch.check_paths), and the weights that can be reached."""
   weights = cfg.embedder_weights
-  cloud.check_credentials(cfg.inputs + [cfg.output, weights, cfg.tfds_data_dir])
-  for spec in cfg.inputs:
-    pattern, _, _ = sources.expand(spec)
-    if not _match(pattern, '--input', spec):
-      hint = f' (`gcloud storage ls {spec}`)' if cloud.is_gcs(spec) else ''
-      raise cloud.PathError(f'--input {spec}: nothing matches {pattern}; check the path{hint}')
-  if cloud.is_gcs(cfg.output):
-    # Listing is what Beam's sink does when it finalises the shards: a missing bucket or a missing
-    # storage.objects.list permission shows here, not after the whole job has run.
-    _match(cfg.output + '/*', '--output', cfg.output, role=cloud.WRITE_ROLE)
+  launch.check_paths(cfg.inputs, cfg.output, [weights, cfg.tfds_data_dir])
   if cloud.is_gcs(weights):
     # Fetched once here (the in-process workers reuse the copy) so that metadata.json records its sha256 too.
     info['embedder']['weights_sha256'] = embedder.sha256(embedder.local_weights(weights))
-
-
-def _match(pattern, flag, path, role=cloud.READ_ROLE):
-  try:
-    return FileSystems.match([pattern], limits=[1])[0].metadata_list
-  except BeamIOError as e:  # a listing fails with 404 only when the bucket itself is missing
-    raise cloud.PathError(f'{flag} ' + cloud.explain(path, e, role, missing=cloud.no_bucket(path))) from None
-
-
-def _pipeline_options(beam_args):
-  options = PipelineOptions(beam_args)
-  standard = options.view_as(StandardOptions)
-  setup = options.view_as(SetupOptions)
-  if standard.runner and 'Dataflow' in standard.runner and not setup.setup_file:
-    # Workers need this package; the file that builds it is ours, so users need not remember the flag.
-    setup.setup_file = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'setup.py')
-    logging.info('DataflowRunner: installing this package on the workers with --setup_file %s',
-                 setup.setup_file)
-  if not standard.runner:
-    standard.runner = 'DirectRunner'
-  return options
-
-
-def _counters(result):
-  counters = {}
-  for c in result.metrics().query(MetricsFilter().with_namespace(job.NAMESPACE))['counters']:
-    counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + (c.committed or c.attempted or 0)
-  return counters
-
-
-def _model_load_seconds(result):
-  """The one-off embedder load RunInference reports (a long job amortises it; a short benchmark does not)."""
-  seconds = 0.0
-  for d in result.metrics().query(MetricsFilter())['distributions']:
-    if d.key.metric.name.endswith('load_model_latency_milli_secs'):
-      seconds = max(seconds, ((d.committed or d.attempted).max or 0) / 1000.0)
-  return seconds
-
-
-def _refusal(error):
-  """The ResumeRefused raised inside a worker, which runners re-raise wrapped in their own exception types."""
-  if isinstance(error, resume.ResumeRefused):
-    return error
-  found = re.search(r'ResumeRefused: (.+)', str(error))
-  return resume.ResumeRefused(found.group(1).strip()) if found else None
 
 
 def run(argv, test_pipeline=None):
@@ -138,15 +76,8 @@ def run_config(cfg, beam_args, test_pipeline=None):
       logging.info('%s: resuming the unfinished job (committed work units are skipped)', cfg.output)
     pipeline = test_pipeline or beam.Pipeline(options=_pipeline_options(beam_args))
     job.build(pipeline, cfg, info)
-    try:
-      result = pipeline.run()
-      result.wait_until_finish()
-    except Exception as e:
-      refused = _refusal(e)
-      if refused:
-        raise refused from None
-      raise
-    counters, load_seconds = _counters(result), _model_load_seconds(result)
+    result = launch.run(pipeline)
+    counters, load_seconds = launch.counters(result, job.NAMESPACE), launch.model_load_seconds(result)
   seconds = time.time() - started
   meta = schema.read_metadata(cfg.output)
   this_run = sum(counters.get(f'written_{s}', 0) for s in schema.SPLITS)
@@ -167,24 +98,12 @@ def run_config(cfg, beam_args, test_pipeline=None):
 
 
 def _print_summary(s):
-  written = sum(s['written'].values())
-  lines = [f'Preprocessing finished: {s["output"]}',
-           f'  read     {s["read"]}',
-           f'  written  {written}  (' + ', '.join(f'{k} {v}' for k, v in s['written'].items()) + ')',
-           f'  failed   {sum(s["failed"].values())}' + (
-               '  (' + ', '.join(f'{k} {v}' for k, v in s['failed'].items()) + f'; see '
-               f'{posixpath.join(s["output"], schema.FAILURES_FILE)})' if s['failed'] else ''),
-           f'  time     {s["seconds"]} s, {s["images_per_second"]} images/s']
-  if s['units_skipped']:
-    lines.append(f'  resumed  {s["units_skipped"]} of {s["units"]} work units were already done' +
-                 (' (the job had finished: nothing to do)' if s['state'] == 'complete' else ''))
-  print('\n'.join(lines), flush=True)
+  launch.print_summary('Preprocessing finished', s, f'{sum(s["written"].values())}  ('
+                       + ', '.join(f'{k} {v}' for k, v in s['written'].items()) + ')')
 
 
 def main(cfg, argv):
-  std_logging.getLogger('apache_beam').setLevel(std_logging.WARNING)
-  # Local multi-processing workers relay Beam's own start-up warnings (unparseable internal args) through this.
-  std_logging.getLogger('apache_beam.runners.portability.local_job_service').setLevel(std_logging.ERROR)
+  launch.quiet_beam()
   try:
     summary = run_config(cfg, argv[1:])
   except (embedder.EmbedderError, cloud.PathError, app.UsageError, resume.ResumeRefused) as e:

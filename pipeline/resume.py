@@ -7,7 +7,9 @@ While a job runs, OUTPUT/.work/ holds
   pieces/u-NNNNNNNN.{train,val}.tfrecord   its records, until its shards are assembled
   tmp/                  files being written; each is renamed into place only when complete
 The final names (shards, failures.jsonl, metadata.json, in that order) appear only complete, by a rename;
-metadata.json last, so its presence means the job finished, and .work/ is then removed.
+metadata.json last, so its presence means the job finished, and .work/ is then removed. Another job on the same
+contract (serving/batch.py, the colouring job) names its own finishing file and what it writes (begin's
+`finished` and `stray`); its work area is this one.
 
 The same command again skips the committed units; anything that changes the output (other flags, other inputs)
 is refused with a ResumeRefused that names the directory and the fix.
@@ -83,13 +85,22 @@ def _differences(old, new):
   return ', '.join(f'{k}: {old.get(k)!r} then, {new.get(k)!r} now' for k in keys if old.get(k) != new.get(k))
 
 
-def begin(output, command):
+def _shards(output):
+  """The preprocessing job's outputs in a directory without a record of the job: a shard, or None."""
+  stray = FileSystems.match([schema.shard_glob(output, '*')], limits=[1])[0].metadata_list
+  return f'shards ({posixpath.basename(stray[0].path)})' if stray else None
+
+
+def begin(output, command, finished=schema.METADATA_FILE, stray=_shards):
   """Before the pipeline: claim `output` for `command`, or find it finished or resumable.
 
+  finished: the file (in `output`) whose presence means the job finished; it holds the job's record under 'job'
+  (its command and fingerprint). stray: output -> what of a job's output is there already without a record of
+  the job that wrote it (e.g. 'shards (train-...)'), or None.
   Returns 'new', 'resume' or 'complete'; raises ResumeRefused when the directory belongs to another command.
   """
   fp = fingerprint(command)
-  meta_path = posixpath.join(output, schema.METADATA_FILE)
+  meta_path = posixpath.join(output, finished)
   if exists(meta_path):
     done = _read_json(meta_path).get('job', {})
     if done.get('fingerprint') == fp:
@@ -106,9 +117,9 @@ def begin(output, command):
     raise ResumeRefused(f'{output} holds an unfinished job with other flags ({_differences(old["command"], command)}); '
                         f'run that command again to finish it, or choose another --output, or delete {output} '
                         f'(or {posixpath.join(output, WORK)}) to start over')
-  stray = FileSystems.match([schema.shard_glob(output, '*')], limits=[1])[0].metadata_list
-  if stray:
-    raise ResumeRefused(f'{output} already holds shards ({posixpath.basename(stray[0].path)}) but no record of the '
+  found = stray(output)
+  if found:
+    raise ResumeRefused(f'{output} already holds {found} but no record of the '
                         f'job that wrote them; choose another --output, or delete them to start over')
   write_atomically(job_path, json.dumps({'fingerprint': fp, 'command': command}, indent=1, sort_keys=True).encode(),
                    output)

@@ -18,8 +18,10 @@ SHARD_TEMPLATE = '{split}-{shard:05d}-of-{shards:05d}.tfrecord'  # Beam's -SSSSS
 
 
 def _hash64(relative_key, salt):
-  # Bytes 8-16 of the SHA-256: independent of the split's hash (sources.split_of uses bytes 0-8).
-  digest = hashlib.sha256(relative_key.encode('utf-8')).digest()
+  # Bytes 8-16 of the SHA-256: independent of the split's hash (sources.split_of uses bytes 0-8). A local file
+  # name that is not UTF-8 is listed with its bytes as surrogates (os.fsdecode): hashed as those bytes, where
+  # strict UTF-8 would raise (valid names hash as before).
+  digest = hashlib.sha256(relative_key.encode('utf-8', 'surrogateescape')).digest()
   return int.from_bytes(digest[8 * salt:8 * salt + 8], 'big')
 
 

@@ -78,11 +78,32 @@ def child_patterns(root):
       def files():
         for e in entries:
           if e.is_dir():
-            folders.append(e.path + '/')
+            folders.append(carried(e.path) + '/')
           else:
             yield e.path
       yield from _chunks(files())
   yield from (f + '**' for f in sorted(folders))
+
+
+def carried(path):
+  """A listed path as Beam can carry it. A local file name that is not UTF-8 comes from the listing with its
+  undecodable bytes as surrogates (os.fsdecode), which no Beam coder encodes (the job would stop at its first
+  such file): each is written as a NUL and two hex digits instead. No file or object name holds a NUL, so the
+  form is unambiguous; uncarried() gives the listing's path back. Valid names are themselves."""
+  if path.isascii():
+    return path
+  try:
+    path.encode('utf-8')
+    return path
+  except UnicodeEncodeError:
+    return ''.join(f'\0{ord(c) - 0xDC00:02x}' if 0xDC80 <= ord(c) <= 0xDCFF else c for c in path)
+
+
+def uncarried(path):
+  """The listing's path of a carried() one (surrogates for the bytes that are not UTF-8)."""
+  if '\0' not in path:
+    return path
+  return re.sub('\0([0-9a-f]{2})', lambda m: chr(0xDC00 + int(m.group(1), 16)), path)
 
 
 def _chunks(paths):
@@ -92,8 +113,8 @@ def _chunks(paths):
 
 
 def listed_paths(chunk):
-  """The paths of a chunk that child_patterns listed."""
-  return json.loads(zlib.decompress(chunk))
+  """The paths of a chunk that child_patterns listed (carried())."""
+  return [carried(p) for p in json.loads(zlib.decompress(chunk))]
 
 
 def is_image_name(path):

@@ -7,6 +7,7 @@ reads, prepares, embeds and writes a unit (about --unit-size inputs), holding at
 commits it with a summary file. A resumed job skips committed units; shards are assembled from the pieces once
 every unit is committed (pipeline/shards.py says which pieces make which shard).
 """
+import copy
 import json
 import time
 
@@ -108,14 +109,14 @@ class PrepareUnit(beam.DoFn):
       return q, box, q[..., 0], schema.ab_histogram(schema.dequantize_lab(q), box)
 
     self._prepare = prepare
-    self._count, self._started, self._last_log = 0, time.time(), time.time()
+    self._progress = Progress('prepared')
 
   def process(self, unit_sources):
     unit, srcs = unit_sources
     records, canvases, failures, index = [], [], [], 0
     for src in srcs:
       self._read.inc()
-      self._progress()
+      self._progress.tick()
       prepared = self._one(src)
       if isinstance(prepared, dict):
         failures.append(prepared)
@@ -158,12 +159,22 @@ class PrepareUnit(beam.DoFn):
               'size': size, 'hist': hist, 'split': sources.split_of(src.relative_key, self._val_fraction)}
     return record, l_canvas
 
-  def _progress(self):
+
+class Progress:
+  """A worker's line every 30 s while it works ('prepared 1200 images on this worker (4.1 images/s)'): a job of
+  hours shows it is alive and how fast it goes before its summary."""
+
+  def __init__(self, verb, every=30.0):
+    self._verb, self._every = verb, every
+    self._count, self._started = 0, time.time()
+    self._last = self._started
+
+  def tick(self):
     self._count += 1
     now = time.time()
-    if now - self._last_log >= 30:
-      self._last_log = now
-      logging.info('prepared %d images on this worker (%.1f images/s)', self._count,
+    if now - self._last >= self._every:
+      self._last = now
+      logging.info('%s %d images on this worker (%.1f images/s)', self._verb, self._count,
                    self._count / (now - self._started))
 
 
@@ -171,15 +182,55 @@ def _failure(key, reason, detail):
   return {'path': key, 'reason': reason, 'detail': detail}
 
 
-class _Unit:
-  """What the writer holds of one unit until its last batch arrives: serialized records, failures, histogram."""
+class UnitState:
+  """What a writer holds of one unit until its last batch arrives: the batches seen, how many there are (the
+  last says), the inputs read and the failure lines. A job's writer adds what it gathers."""
 
   def __init__(self):
-    self.records = {split: [] for split in schema.SPLITS}
-    self.failures, self.hist, self.seen, self.batches, self.read = [], None, set(), None, 0
+    self.seen, self.batches, self.read, self.failures = set(), None, 0, []
 
 
-class WriteUnit(beam.DoFn):
+class UnitWriter(beam.DoFn):
+  """(batch meta, PredictionResult) -> a unit's summary, once all of its batches are in and it is committed.
+
+  The batches of a unit are formed by one element of the stage before (PrepareUnit here; the colouring job's
+  PrepareBatches): each meta has 'unit', 'index', 'batches' (None but in the last) and 'failures'. A job's writer
+  defines new_unit() (a UnitState), take(state, meta, result) (one batch; it adds what it read to state.read)
+  and commit(unit, state) -> the summary.
+  """
+
+  def start_bundle(self):
+    self._open = {}
+
+  def process(self, keyed):
+    meta, result = keyed
+    unit = self._open.setdefault(meta['unit'], self.new_unit())
+    unit.seen.add(meta['index'])
+    if meta['batches'] is not None:
+      unit.batches = meta['batches']
+    unit.failures.extend(meta['failures'])
+    unit.read += len(meta['failures'])
+    self.take(unit, meta, result)
+    if unit.batches is not None and len(unit.seen) == unit.batches:
+      del self._open[meta['unit']]
+      yield self.commit(meta['unit'], unit)
+
+  def finish_bundle(self):
+    # A unit's batches all come from one element of this stage's input, so they share a bundle.
+    if self._open:
+      raise RuntimeError(f'work units {sorted(self._open)} ended their bundle incomplete '
+                         f'({ {u: (len(s.seen), s.batches) for u, s in self._open.items()} } batches seen, expected)')
+
+
+class _Unit(UnitState):
+  """Of a preprocessing unit, also: its serialized records by split, its train ab histogram."""
+
+  def __init__(self):
+    super().__init__()
+    self.records, self.hist = {split: [] for split in schema.SPLITS}, None
+
+
+class WriteUnit(UnitWriter):
   """(batch meta, PredictionResult) -> the unit's summary, once all of its batches are in and it is committed.
 
   Commit: one piece file per split (records sorted by key), then the summary file; each written under a
@@ -189,17 +240,11 @@ class WriteUnit(beam.DoFn):
   def __init__(self, output):
     self._output = output
 
-  def start_bundle(self):
-    self._open = {}
+  def new_unit(self):
+    return _Unit()
 
-  def process(self, keyed):
-    meta, result = keyed
-    unit = self._open.setdefault(meta['unit'], _Unit())
-    unit.seen.add(meta['index'])
-    if meta['batches'] is not None:
-      unit.batches = meta['batches']
-    unit.failures.extend(meta['failures'])
-    unit.read += len(meta['records']) + len(meta['failures'])
+  def take(self, unit, meta, result):
+    unit.read += len(meta['records'])
     inference = result.inference
     for i, record in enumerate(meta['records']):
       if not isinstance(inference, np.ndarray):  # embed_handler.EmbeddingFailed: the whole batch
@@ -210,17 +255,8 @@ class WriteUnit(beam.DoFn):
           inference[i])))
       if record['split'] == 'train':
         unit.hist = record['hist'].astype(np.int64) if unit.hist is None else unit.hist + record['hist']
-    if unit.batches is not None and len(unit.seen) == unit.batches:
-      del self._open[meta['unit']]
-      yield self._commit(meta['unit'], unit)
 
-  def finish_bundle(self):
-    # A unit's batches all come from one element of this stage's input, so they share a bundle.
-    if self._open:
-      raise RuntimeError(f'work units {sorted(self._open)} ended their bundle incomplete '
-                         f'({ {u: (len(s.seen), s.batches) for u, s in self._open.items()} } batches seen, expected)')
-
-  def _commit(self, unit, state):
+  def commit(self, unit, state):
     written = {}
     for split, records in state.records.items():
       written[split] = len(records)
@@ -276,43 +312,57 @@ class AssembleShard(beam.DoFn):
 
 
 class SumSummaries(beam.CombineFn):
-  """Unit summaries -> totals: inputs read, records per split, the train ab histogram, failures by reason."""
+  """Unit summaries -> totals: 'units' (how many), 'by_reason' (their failure lines counted by reason), and each
+  field of `zero` (the totals of no unit) summed over them: numbers, dicts of numbers (by key), arrays (a
+  summary's lists, such as the ab histogram). Any job on the work-unit contract; the preprocessing job's zero is
+  PREPROCESS_ZERO."""
+
+  def __init__(self, zero):
+    self._zero = zero
 
   def create_accumulator(self):
-    return {'units': 0, 'read': 0, 'written': {s: 0 for s in schema.SPLITS}, 'by_reason': {},
-            'hist': np.zeros((schema.AB_HIST_BINS,) * 2, np.int64)}
+    return dict(copy.deepcopy(self._zero), units=0, by_reason={})
 
   def add_input(self, acc, s):
-    acc['units'] += 1
-    acc['read'] += s['read']
-    for split, n in s['written'].items():
-      acc['written'][split] += n
+    one = {k: np.asarray(s[k], z.dtype) if isinstance(z, np.ndarray) else s[k] for k, z in self._zero.items()}
+    by_reason = {}
     for f in s['failures']:
-      acc['by_reason'][f['reason']] = acc['by_reason'].get(f['reason'], 0) + 1
-    acc['hist'] = acc['hist'] + np.asarray(s['hist'], np.int64)
-    return acc
+      by_reason[f['reason']] = by_reason.get(f['reason'], 0) + 1
+    return _add(acc, dict(one, units=1, by_reason=by_reason))
 
   def merge_accumulators(self, accs):
     total = self.create_accumulator()
     for a in accs:
-      total['units'] += a['units']
-      total['read'] += a['read']
-      for split, n in a['written'].items():
-        total['written'][split] += n
-      for r, n in a['by_reason'].items():
-        total['by_reason'][r] = total['by_reason'].get(r, 0) + n
-      total['hist'] = total['hist'] + a['hist']
+      total = _add(total, a)
     return total
 
   def extract_output(self, acc):
     return acc
 
 
-def finalize(_, output, info, job, totals, shard_names, failures):
-  """failures.jsonl, then metadata.json (the mark of a finished job), then remove .work/."""
+def _add(a, b):
+  """a + b for numbers and arrays; for dicts, by key (a key of one only is kept as it is), in a's order first."""
+  if isinstance(a, dict):
+    keys = list(a) + [k for k in b if k not in a]
+    return {k: _add(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in keys}
+  return a + b
+
+
+PREPROCESS_ZERO = {'read': 0, 'written': {s: 0 for s in schema.SPLITS},
+                   'hist': np.zeros((schema.AB_HIST_BINS,) * 2, np.int64)}
+
+
+def write_failures(output, failures):
+  """failures.jsonl: one line per input that became no output, sorted by path (then reason); returns them so."""
   failures = sorted(failures, key=lambda f: (f['path'], f['reason']))
   resume.write_atomically(f'{output}/{schema.FAILURES_FILE}',
                           ''.join(json.dumps(f) + '\n' for f in failures).encode(), output)
+  return failures
+
+
+def finalize(_, output, info, job, totals, shard_names, failures):
+  """failures.jsonl, then metadata.json (the mark of a finished job), then remove .work/."""
+  failures = write_failures(output, failures)
   meta = dict(info)
   meta['counts'] = dict(totals['written'])
   meta['shards'] = {split: sorted(name for s, name in shard_names if s == split) for split in schema.SPLITS}

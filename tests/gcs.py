@@ -26,7 +26,8 @@ emulator, and what each library needs to reach it:
   certificate from a throw-away CA made here, and forwards the requests to the emulator.
 - What the emulator lacks and TensorFlow uses is filled in here: zero-byte media uploads (TF's directory markers;
   the emulator drops the connection), buckets.getStorageLayout (TF 2.21 asks it before renaming a directory), and
-  libcurl's chunked bodies and "Expect: 100-continue" (decoded and answered by the proxy).
+  libcurl's chunked bodies and "Expect: 100-continue" (decoded and answered by the proxy). So are object names
+  as GCS keeps them (`a/../b`, `a//b`: the emulator normalises the path it stores their bytes at).
 - No emulator implements IAM: bucket FORBIDDEN_BUCKET answers every request with the 403 body GCS sends a
   caller without permission, so the error path runs through the real client libraries.
 - The metadata server (169.254.169.254) is never probed: NO_GCE_CHECK and GCE_METADATA_* point at loopback.
@@ -212,11 +213,24 @@ def _patch_empty_media_upload():
   objects._media_upload = patched
 
 
+def _patch_literal_object_names():
+  """gcp-storage-emulator 2026.7.19 keeps an object's bytes at a path made from its name, normalised: the bytes of
+  `a//b` and `a/./b` land on those of `a/b`, and `a/../b` is refused (TypeError, connection dropped). GCS keeps
+  any UTF-8 name as it is, and the colouring job's tests put such names beside the ones they mimic, so the bytes
+  are kept under the percent-encoded name instead: one key per name, as GCS has it."""
+  from urllib.parse import quote
+
+  from gcp_storage_emulator.storage import Storage
+
+  Storage._object_path = lambda self, bucket_name, file_name: f'{bucket_name}/{quote(file_name, safe="")}'
+
+
 def _serve(cert, key):
   """Child process: emulator + TLS front on free loopback ports; prints them; exits when stdin closes."""
   from gcp_storage_emulator.storage import Storage
 
   _patch_empty_media_upload()
+  _patch_literal_object_names()
 
   storage = Storage(use_memory_fs=True)
   emulator = http.server.HTTPServer(('127.0.0.1', 0), partial(_emulator_handler(), storage))

@@ -8,15 +8,14 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from jobs import committed as _committed, kill_when as _kill_when, run as _run, start as _start
 from paths import REPO
 from pipeline import config, preprocess, resume, schema, shards, sources
 
@@ -54,36 +53,6 @@ def clean(tmp_path_factory):
 
 def _command(src, out, *extra):
   return [sys.executable, '-m', 'pipeline.preprocess', '--input', str(src), '--output', str(out)] + FLAGS + list(extra)
-
-
-def _start(cmd, cwd):
-  return subprocess.Popen(cmd, cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def _kill_when(proc, ready, timeout=240):
-  """SIGKILL the job's process group as soon as ready() holds; False if the job ended first."""
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if ready():
-      os.killpg(proc.pid, signal.SIGKILL)
-      proc.wait()
-      return True
-    if proc.poll() is not None:
-      return False
-    time.sleep(0.02)
-  os.killpg(proc.pid, signal.SIGKILL)
-  raise AssertionError('kill point never reached')
-
-
-def _committed(out):
-  folder = out / resume.WORK / 'units'
-  return len(list(folder.glob('*.json'))) if folder.is_dir() else 0
-
-
-def _run(cmd, cwd):
-  return subprocess.run(cmd, cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True,
-                        timeout=300)
 
 
 def test_clean_run_accounts_for_every_input(clean):
