@@ -17,6 +17,7 @@ from tensorflow.core.framework import types_pb2
 
 import serving_model as sm
 from serving import app, exported, server as http_server
+from trainer import abbins
 from test_app import b64, call, predict
 from test_app_hints import GREEN, grey, hue, hue_gap
 
@@ -75,7 +76,7 @@ def test_upload_with_a_strength_is_the_strength_signature_and_the_default_the_by
     status, headers, body = upload(server, image, strength)
     assert status == 200 and headers['Content-Type'] == 'image/jpeg', body
     assert body == colorizer.colorize([image], strength=strength)[0]
-  assert upload(server, image, 0.5)[2] == plain
+  assert upload(server, image, colorizer.default_strength)[2] == plain
   status, headers, body = upload(server, image, 1, fmt='png')
   assert status == 200 and headers['Content-Type'] == 'image/png'
   assert body == colorizer.colorize([image], 'png', strength=1.0)[0]
@@ -173,7 +174,7 @@ def test_a_bad_predict_strength_is_a_400_naming_the_value(trained, instances, me
 
 def test_health_metadata_and_openapi_tell_of_the_strength(trained, without):
   server, colorizer = trained
-  assert json.loads(call(server, 'GET', '/healthz')[2])['strength'] == colorizer.default_strength == 0.5
+  assert json.loads(call(server, 'GET', '/healthz')[2])['strength'] == colorizer.default_strength == abbins.DEFAULT_STRENGTH
   defs = json.loads(call(server, 'GET', '/v1/models/colorizer/metadata')[2])['metadata']['signature_def'][
       'signature_def']
   assert set(exported.STRENGTH_SIGNATURES) <= set(defs)

@@ -12,6 +12,7 @@ import tensorflow as tf
 import corpus
 import serving_model as sm
 from serving import batching, errors, exported, inputs, user_hints
+from trainer import abbins
 
 
 @pytest.fixture(scope='module')
@@ -180,12 +181,12 @@ def distribution(tmp_path_factory):
 
 def test_without_a_strength_the_signatures_of_before_and_at_the_default_their_bytes(colorizer):
   images = [sm.jpeg(sm.grey_photo(120, 90)), sm.png(sm.grey_photo(50, 70))]
-  assert colorizer.has_strength and colorizer.default_strength == 0.5
+  assert colorizer.has_strength and colorizer.default_strength == abbins.DEFAULT_STRENGTH
   for fmt, name in exported.FORMATS.items():
     plain = colorizer.colorize(images, fmt)
     assert plain == list(colorizer.signature(name)(image_bytes=tf.constant(images))['image_bytes'].numpy())
     assert colorizer.colorize(images, fmt, strength=colorizer.default_strength) == plain
-    assert colorizer.colorize(images, fmt, strength=[0.5, 0.5]) == plain
+    assert colorizer.colorize(images, fmt, strength=[colorizer.default_strength] * 2) == plain
 
 
 def test_a_strength_per_image_is_the_strength_signatures_and_more_is_more_colourful(colorizer, distribution):

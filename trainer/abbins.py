@@ -160,7 +160,8 @@ class Decoding:
   def ab(self, logits, strength=None):
     """Bin logits [B, ..., Q] -> ab [B, ..., 2]; strength: colour strengths [B] (clipped to 0..1), None: the
     default. The default is decoded with fixed knobs (as the export decoded before the strength existed: the same
-    bytes) and an image given the default strength gets exactly that, whatever its batch companions ask for."""
+    bytes) and an image given the default strength gets that, whatever its batch companions ask for (with hints
+    within a level: TF's graph optimiser orders the hint prior's float additions differently in the two graphs)."""
     logits = tf.cast(logits, tf.float32)
     fixed = self._decode(logits, *self.knobs(float(self.strength)))
     if strength is None:
