@@ -68,7 +68,7 @@ def _trainer_ab(cfg, l):
   trainer.checkpoint.restore(latest).assert_existing_objects_matched()
   embedding = embedder.build('mobilenet_v2', 'random', 'float32', SIZE)(l)
   outputs = trainer.model(model_lib.features(trainer.model, {'l': l, 'embedding': embedding}))
-  return model_lib.predict_ab(outputs, cfg.loss, SIZE).numpy()
+  return model_lib.predict_ab(outputs, cfg.loss, SIZE, trainer.decoding).numpy()   # validation's decoding
 
 
 def _val(records):
