@@ -13,7 +13,6 @@ r"""Do hints steer the colour? A hint-trained unet against the same recipe witho
 
 Every stage is the product's command line in a subprocess; stages whose output exists are skipped.
 """
-import argparse
 import json
 import os
 import sys
@@ -100,26 +99,14 @@ def grid(args, jobs, grid_inputs, names):
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--images', default=os.path.join(quality.SHARED, 'data', 'imagenet-sample'))
-  p.add_argument('--more-photos', action='append', default=[])
-  p.add_argument('--weights', default=os.path.join(quality.SHARED, 'weights',
-                                                   'mobilenet_v2_1.0_224_imagenet.weights.h5'))
-  p.add_argument('--work', default=os.path.join(quality.ROOT, 'hints-output'))
-  p.add_argument('--image-size', type=int, default=128)
-  p.add_argument('--val-fraction', type=float, default=0.1)
-  p.add_argument('--width', type=float, default=0.5)
+  p = quality.study_arguments(__doc__, 'hints-output')
   p.add_argument('--steps', type=int, default=2500)
   p.add_argument('--epochs', type=int, default=5)
   p.add_argument('--batch-size', type=int, default=16)
   p.add_argument('--counts', default='0,1,2,5,10,20,50', help='hints per photo to evaluate')
   p.add_argument('--seed', type=int, default=0, help='the simulated hints\' places')
   args = p.parse_args()
-  for path in [args.images, args.weights] + args.more_photos:
-    if not os.path.exists(path):
-      sys.exit(f'{path} does not exist (the study expects ../shared beside the repo)')
-  args.images, args.weights = os.path.abspath(args.images), os.path.abspath(args.weights)
-  args.more_photos = [os.path.abspath(d) for d in args.more_photos]
+  quality.check_inputs(args)
   os.makedirs(args.work, exist_ok=True)
   counts = [int(c) for c in args.counts.split(',')]
 

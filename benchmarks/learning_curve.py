@@ -19,11 +19,9 @@ r"""How does colour quality grow with the number of training photos? The default
 
 Stages whose output exists are skipped, so an interrupted study resumes. It imports no TensorFlow.
 """
-import argparse
 import hashlib
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -213,18 +211,10 @@ def _report(args, results, grey, n_val):
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--images', default=os.path.join(quality.SHARED, 'data', 'imagenet-sample'))
-  p.add_argument('--more-photos', action='append', default=[])
-  p.add_argument('--weights', default=os.path.join(quality.SHARED, 'weights',
-                                                   'mobilenet_v2_1.0_224_imagenet.weights.h5'))
-  p.add_argument('--work', default=os.path.join(quality.ROOT, 'learning-curve-output'))
+  p = quality.study_arguments(__doc__, 'learning-curve-output')
   p.add_argument('--sizes', default='1000,3000,all', help='training photos per subset; all: the whole pool')
   p.add_argument('--seeds', default='0', help='seeds of every size')
   p.add_argument('--largest-seeds', default='0,1', help='seeds of the largest size')
-  p.add_argument('--image-size', type=int, default=128)
-  p.add_argument('--val-fraction', type=float, default=0.1)
-  p.add_argument('--width', type=float, default=0.5)
   p.add_argument('--steps', type=int, default=2500)
   p.add_argument('--epochs', type=int, default=4)
   p.add_argument('--batch-size', type=int, default=16)
@@ -232,11 +222,8 @@ def main():
   p.add_argument('--fid-weights', default=None, help='InceptionV3 notop weights for FID (default: none, no FID)')
   p.add_argument('--stage', choices=('all', 'train'), default='all', help='train: stop after training')
   args = p.parse_args()
-  roots = [os.path.abspath(args.images)] + [os.path.abspath(d) for d in args.more_photos]
-  args.weights = os.path.abspath(args.weights)
-  for path in roots + [args.weights]:
-    if not os.path.exists(path):
-      sys.exit(f'{path} does not exist (the study expects ../shared beside the repo)')
+  quality.check_inputs(args)
+  roots = [args.images] + args.more_photos
   os.makedirs(args.work, exist_ok=True)
   pool, val = _pool(roots, args.val_fraction)
   sizes = sorted({len(pool) if s == 'all' else min(int(s), len(pool)) for s in args.sizes.split(',')})

@@ -179,16 +179,32 @@ def targets(results):
   return lines
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def study_arguments(description, work):
+  """The arguments every study shares (the photos, the weights, WORK, the recipe's size), on a new parser."""
+  p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--images', default=os.path.join(SHARED, 'data', 'imagenet-sample'))
   p.add_argument('--more-photos', action='append', default=[],
                  help='more training photos (a folder; repeatable), e.g. ../shared/data/more-photos')
   p.add_argument('--weights', default=os.path.join(SHARED, 'weights', 'mobilenet_v2_1.0_224_imagenet.weights.h5'))
-  p.add_argument('--work', default=os.path.join(ROOT, 'quality-output'))
+  p.add_argument('--work', default=os.path.join(ROOT, work))
   p.add_argument('--image-size', type=int, default=128)
   p.add_argument('--val-fraction', type=float, default=0.1)
   p.add_argument('--width', type=float, default=0.5)
+  return p
+
+
+def check_inputs(args):
+  """Exit naming the flag when a study's photos or weights are missing; make their paths absolute."""
+  for path, what in [(args.images, '--images'), (args.weights, '--weights')] + [
+      (d, '--more-photos') for d in args.more_photos]:
+    if not os.path.exists(path):
+      sys.exit(f'{path} does not exist: pass {what} (the study expects ../shared beside the repo)')
+  args.images, args.weights = os.path.abspath(args.images), os.path.abspath(args.weights)
+  args.more_photos = [os.path.abspath(d) for d in args.more_photos]
+
+
+def main():
+  p = study_arguments(__doc__, 'quality-output')
   p.add_argument('--steps', type=int, default=600, help='train steps of each combination')
   p.add_argument('--epochs', type=int, default=4, help='the steps are split into this many epochs')
   p.add_argument('--batch-size', type=int, default=16)
@@ -196,10 +212,7 @@ def main():
   p.add_argument('--only', default=DEFAULT_ONLY, help='comma-separated subset of ' + ', '.join(COMBINATIONS))
   p.add_argument('--fresh', action='store_true', help='delete WORK first')
   args = p.parse_args()
-  for path, what in [(args.images, '--images'), (args.weights, '--weights')] + [
-      (d, '--more-photos') for d in args.more_photos]:
-    if not os.path.exists(path):
-      sys.exit(f'{path} does not exist: pass {what} (the study expects ../shared beside the repo)')
+  check_inputs(args)
   names = [n for n in args.only.split(',') if n]
   if set(names) - set(COMBINATIONS):
     sys.exit(f'--only: unknown {sorted(set(names) - set(COMBINATIONS))}; choose from {", ".join(COMBINATIONS)}')
